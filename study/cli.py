@@ -40,18 +40,23 @@ def _report_dir(protocol, out: str | None) -> Path:
     return Path(out) if out else Path("reports") / protocol.name
 
 
+def _check_data(p) -> None:
+    """Local data folders exist and hold the expected files (before any run starts)."""
+    from study.tasks import check_data_dir
+
+    for i, t in enumerate(p.tasks):
+        try:
+            check_data_dir(t.dataset, t.data_dir)
+        except ValueError as e:
+            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}") from None
+
+
 def cmd_validate(args) -> int:
     from study.spec import expand
-    from study.tasks import check_data_dir
 
     for path in args.protocols:
         p = _load(path)
-        for i, t in enumerate(p.tasks):
-            if t.data_dir:
-                try:
-                    check_data_dir(t.dataset, t.data_dir)
-                except ValueError as e:
-                    raise UserError(f"{path}: tasks[{i}].data_dir: {e}") from None
+        _check_data(p)
         n = len(expand(p))
         print(f"{path}: ok — {len(p.seeds)} seeds × {len(p.tasks)} tasks × {len(p.models)} models × "
               f"{len(p.maskers)} maskers = {n} runs; store {p.store}")

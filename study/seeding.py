@@ -29,7 +29,7 @@ class SeedStreams:
 def seed_streams(seed: int) -> SeedStreams:
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
     values = [int(c.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1)) for c in children]
-    return SeedStreams(**dict(zip(STREAMS, values)))
+    return SeedStreams(**dict(zip(STREAMS, values, strict=True)))
 
 
 def seed_everything(seed: int) -> None:

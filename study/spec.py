@@ -40,14 +40,18 @@ class RunSpec:
         return compute_run_id(self)
 
     def hashed_content(self) -> dict:
-        strip = lambda d: {k: v for k, v in d.items() if k not in _UNHASHED}  # noqa: E731
+        from study.protocol import ModelConfig, TaskConfig, TrainingConfig
+        from study.registry import masker_class
+
+        masker_params = {k: v for k, v in self.masker.items() if k not in ("name", "kind")}
         return {
             "version": RUN_ID_VERSION,
-            "task": strip(self.task),
-            "model": strip(self.model),
-            "masker": strip(self.masker),
+            "task": _without_defaults(self.task, TaskConfig),
+            "model": _without_defaults(self.model, ModelConfig),
+            "masker": {"kind": self.masker["kind"],
+                       **_without_defaults(masker_params, masker_class(self.masker["kind"]).Params)},
             "seed": self.seed,
-            "training": self.training,
+            "training": _without_defaults(self.training, TrainingConfig),
         }
 
     def to_json(self) -> str:
@@ -60,6 +64,17 @@ class RunSpec:
     @property
     def label(self) -> str:
         return f"{self.task['name']}/{self.model['name']}/{self.masker['name']}/seed{self.seed}"
+
+
+def _without_defaults(values: dict, cls) -> dict:
+    """Drop names, paths and fields left at their default.
+
+    Adding a new option with a default then keeps every existing run_id (old results stay
+    valid); changing what a default means is a semantic change: bump RUN_ID_VERSION.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in values.items()
+            if k not in _UNHASHED and not (k in defaults and v == defaults[k])}
 
 
 def compute_run_id(spec: RunSpec) -> str:

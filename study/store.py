@@ -160,9 +160,18 @@ class Store:
                       (run_id, time.time(), kind, message))
 
     def recover_stale(self) -> int:
-        """Runs left 'running' by a dead driver go back to pending; call while holding the driver lock."""
+        """Runs left 'running' by a dead driver go back to pending; call while holding the driver lock.
+
+        The interrupted attempt is not a failure of the run, so it is given back (and logged as an
+        ``interrupted`` event): a driver killed twice never costs a run its retries.
+        """
         with self.transaction() as c:
-            return c.execute("UPDATE runs SET status='pending' WHERE status='running'").rowcount
+            now = time.time()
+            c.execute("INSERT INTO events (run_id, time, kind, attempt, message) SELECT run_id, ?, 'interrupted',"
+                      " attempts, 'attempt interrupted (driver stopped); run set back to pending' FROM runs"
+                      " WHERE status='running'", (now,))
+            return c.execute("UPDATE runs SET status='pending', attempts=MAX(attempts - 1, 0) "
+                             "WHERE status='running'").rowcount
 
     def reset_failed(self, run_ids: Iterable[str]) -> int:
         """Give failed runs a fresh set of attempts (``study run --retry-failed``)."""
@@ -170,6 +179,44 @@ class Store:
         with self.transaction() as c:
             return c.executemany("UPDATE runs SET status='pending', attempts=0 WHERE run_id=? AND status='failed'",
                                  [(i,) for i in ids]).rowcount
+
+    # -- the driver lock (DESIGN.md §6: one driver per store) --------------------------------
+    def claim_driver(self, info: dict, holder_alive) -> tuple[dict | None, dict | None]:
+        """Atomically make ``info`` (pid, host, token, ...) the store's driver.
+
+        ``holder_alive(previous_info) -> bool`` decides whether a recorded driver still runs.
+        Returns ``(live_holder, None)`` when another live driver holds the store (nothing written),
+        else ``(None, previous)`` where ``previous`` is a dead driver's record that was replaced.
+        """
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
+            previous = json.loads(row[0]) if row else None
+            if previous and previous.get("token") != info.get("token") and holder_alive(previous):
+                return previous, None
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('driver', ?)",
+                      (json.dumps({**info, "heartbeat": time.time()}),))
+            return None, previous
+
+    def driver_info(self) -> dict | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def driver_heartbeat(self, token: str) -> None:
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
+            info = json.loads(row[0]) if row else None
+            if info and info.get("token") == token:
+                c.execute("UPDATE meta SET value=? WHERE key='driver'", (json.dumps({**info, "heartbeat": time.time()}),))
+
+    def release_driver(self, token: str) -> None:
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
+            if row and json.loads(row[0]).get("token") == token:
+                c.execute("DELETE FROM meta WHERE key='driver'")
+
+    def status_of(self, run_id: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else None
 
     # -- reading ---------------------------------------------------------------------------
     def statuses(self, run_ids: Iterable[str] | None = None) -> dict[str, str]:

@@ -194,7 +194,7 @@ def run_one(spec: RunSpec, on_step=None) -> RunResult:
         primary_metric=task.primary_metric,
         final_metrics=epoch_records[-1]["metrics"],
         epochs=epoch_records,
-        predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores)],
+        predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores, strict=True)],
         wall_time_s=time.perf_counter() - t_start,
         train_time_s=t_train,
         train_examples_per_s=len(train_items) * epochs / max(t_train, 1e-9),
