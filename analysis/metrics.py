@@ -89,3 +89,53 @@ def compute_metrics(labels, predictions, primary: str, num_labels: int | None = 
     value = fn(labels, predictions, num_labels) if primary == "macro_f1" else fn(labels, predictions)
     out[primary] = float(value)
     return out
+
+
+# --- confusion-matrix form -------------------------------------------------------------
+# The multibootstrap reweights examples, so it needs each metric as a function of the
+# confusion matrix, which resampling turns into a weighted count. These agree with the
+# label/prediction forms above (tests/analysis/test_metrics.py checks it).
+
+
+def confusion_matrix(labels, predictions, num_labels: int) -> np.ndarray:
+    """Counts ``cm[..., y, p]``; ``labels``/``predictions`` (..., n) -> (..., K, K)."""
+    y = np.asarray(labels)
+    p = np.asarray(predictions)
+    y, p = np.broadcast_arrays(y, p)
+    k = num_labels
+    code = y.astype(np.int64) * k + p.astype(np.int64)
+    lead = code.shape[:-1]
+    flat = code.reshape(-1, code.shape[-1]) + (np.arange(int(np.prod(lead)))[:, None] * k * k)
+    counts = np.bincount(flat.ravel(), minlength=flat.shape[0] * k * k)
+    return counts.reshape(*lead, k, k).astype(float)
+
+
+def _binary_from_confusion(cm: np.ndarray, positive: int = 1):
+    tp = cm[..., positive, positive]
+    fp = cm[..., :, positive].sum(axis=-1) - tp
+    fn = cm[..., positive, :].sum(axis=-1) - tp
+    tn = cm.sum(axis=(-2, -1)) - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def metric_from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
+    """The metric ``name`` of confusion matrices ``cm`` (..., K, K) -> (...).
+
+    ``macro_f1`` averages over all K classes, i.e. ``macro_f1(..., num_labels=K)``.
+    """
+    cm = np.asarray(cm, dtype=float)
+    get_metric(name)  # the same unknown-name error everywhere
+    if name == "accuracy":
+        total = cm.sum(axis=(-2, -1))
+        return _safe_div(np.trace(cm, axis1=-2, axis2=-1), total)
+    if name == "f1":
+        tp, fp, fn, _ = _binary_from_confusion(cm)
+        return _safe_div(2 * tp, 2 * tp + fp + fn)
+    if name == "mcc":
+        tp, fp, fn, tn = _binary_from_confusion(cm)
+        return _safe_div(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    k = cm.shape[-1]
+    diag = np.diagonal(cm, axis1=-2, axis2=-1)
+    fp = cm.sum(axis=-2) - diag
+    fn = cm.sum(axis=-1) - diag
+    return _safe_div(2 * diag, 2 * diag + fp + fn).sum(axis=-1) / k

@@ -1,0 +1,145 @@
+"""Seed pairing and its audit.
+
+Paired tests are valid only if, for a given seed, treatment and baseline saw the same
+classifier-head initialisation and the same data order. The store records fingerprints of
+both; a pair whose fingerprints differ is never silently paired:
+
+* ``on_mismatch="raise"`` (default): :class:`PairingError` naming every offending
+  task/model/seed/masker pair;
+* ``on_mismatch="drop"``: the pair is dropped with an :class:`AnalysisWarning` and the
+  comparison's ``warning`` text says so.
+
+A pair where either side lacks a fingerprint (an old store, or a runs frame without the
+columns) cannot be audited; it is kept and counted as ``unaudited``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis._frames import check_runs, ordered_groups, resolve_comparisons, warn
+
+FINGERPRINT_COLUMNS = ("data_order_fp", "head_init_fp", "data_fp")
+AUDIT_COLUMNS = ["task", "model", "masker", "baseline", "seed", "status", "detail"]
+PAIR_COLUMNS = [
+    "task", "model", "masker", "baseline", "seed", "value_treatment", "value_baseline", "diff",
+]
+
+
+class PairingError(ValueError):
+    """Runs that would be paired by seed were not trained under the same seed streams."""
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def audit_pairing(
+    runs: pd.DataFrame,
+    baseline: str | None = None,
+    comparisons: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """One row per (task, model, treatment, baseline, seed) the comparisons touch.
+
+    ``status`` is one of ``ok`` (fingerprints agree), ``unaudited`` (a fingerprint is
+    missing), ``mismatch`` (a fingerprint differs; ``detail`` says which), ``no_baseline``
+    / ``no_treatment`` (the seed ran for one masker only). Shape: (n_pairs_total, 7).
+    """
+    runs = check_runs(runs)
+    pairs = resolve_comparisons(runs, baseline, comparisons)
+    return _audit(runs, pairs)
+
+
+def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    fps = [c for c in FINGERPRINT_COLUMNS if c in runs.columns]
+    keep = ["seed", "value", *fps]
+    rows = []
+    for task, model in ordered_groups(runs, ["task", "model"]):
+        cell = runs[(runs["task"] == task) & (runs["model"] == model)]
+        for treat, base in pairs:
+            t = cell.loc[cell["masker"] == treat, keep]
+            b = cell.loc[cell["masker"] == base, keep]
+            if t.empty or b.empty:
+                continue
+            m = t.merge(b, on="seed", how="outer", suffixes=("_t", "_b"), indicator=True)
+            m = m.sort_values("seed", kind="stable")
+            for r in m.to_dict("records"):
+                status, detail = "ok", ""
+                if r["_merge"] == "left_only":
+                    status, detail = "no_baseline", f"no {base} run for this seed"
+                elif r["_merge"] == "right_only":
+                    status, detail = "no_treatment", f"no {treat} run for this seed"
+                else:
+                    differ, missing = [], []
+                    for c in fps:
+                        vt, vb = r[f"{c}_t"], r[f"{c}_b"]
+                        if not (_present(vt) and _present(vb)):
+                            missing.append(c)
+                        elif str(vt) != str(vb):
+                            differ.append(f"{c} {str(vt)[:12]}≠{str(vb)[:12]}")
+                    if differ:
+                        status, detail = "mismatch", "; ".join(differ)
+                    elif missing or not fps:
+                        status = "unaudited"
+                        detail = "missing " + ", ".join(missing or list(FINGERPRINT_COLUMNS))
+                rows.append(
+                    {"task": task, "model": model, "masker": treat, "baseline": base,
+                     "seed": r["seed"], "status": status, "detail": detail,
+                     "value_treatment": r["value_t"], "value_baseline": r["value_b"]}
+                )
+    return pd.DataFrame(rows, columns=[*AUDIT_COLUMNS, "value_treatment", "value_baseline"])
+
+
+def pair_runs(
+    runs: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    on_mismatch: str = "raise",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple, list[str]]]:
+    """Pair treatment and baseline runs by seed within each task × model.
+
+    Returns ``(paired, audit, notes)``: ``paired`` has one row per usable pair with columns
+    ``PAIR_COLUMNS`` (``diff = value_treatment - value_baseline``); ``audit`` is
+    :func:`audit_pairing`'s frame; ``notes`` maps (task, model, masker, baseline) to the
+    messages that belong in that comparison's ``warning`` text. ``runs`` must already have
+    passed :func:`analysis._frames.check_runs`.
+    """
+    if on_mismatch not in ("raise", "drop"):
+        raise ValueError(f"on_mismatch must be 'raise' or 'drop', got {on_mismatch!r}")
+    audit = _audit(runs, pairs)
+    has_fps = any(c in runs.columns for c in FINGERPRINT_COLUMNS)
+    bad = audit[audit["status"] == "mismatch"]
+    if len(bad) and on_mismatch == "raise":
+        lines = [
+            f"  task={r.task} model={r.model} seed={r.seed}: {r.masker} vs {r.baseline}: {r.detail}"
+            for r in bad.itertuples()
+        ]
+        raise PairingError(
+            f"{len(bad)} seed pair(s) were not trained under the same seed streams "
+            "(fingerprints differ), so they cannot be paired:\n" + "\n".join(lines)
+            + "\nRe-run them, or pass on_mismatch='drop' to analyse without them."
+        )
+    notes: dict[tuple, list[str]] = {}
+    for key, grp in audit.groupby(["task", "model", "masker", "baseline"], sort=False):
+        msgs = []
+        for status, what in (("no_baseline", "no baseline run"), ("no_treatment", "no treatment run")):
+            seeds = grp.loc[grp["status"] == status, "seed"].tolist()
+            if seeds:
+                msgs.append(f"dropped seed(s) {seeds} with {what}")
+        mism = grp.loc[grp["status"] == "mismatch", "seed"].tolist()
+        if mism:
+            msgs.append(f"dropped seed(s) {mism}: fingerprints differ")
+        n_unaudited = int((grp["status"] == "unaudited").sum())
+        # A frame without fingerprint columns is a deliberate minimal input; only flag holes.
+        if n_unaudited and has_fps:
+            msgs.append(f"{n_unaudited} pair(s) unaudited (fingerprints missing)")
+        if msgs:
+            notes[key] = msgs
+            dropped = [m for m in msgs if m.startswith("dropped")]
+            if dropped:
+                warn(f"{key[0]}/{key[1]} {key[2]} vs {key[3]}: " + "; ".join(dropped))
+    ok = audit[audit["status"].isin(["ok", "unaudited"])].copy()
+    ok["diff"] = ok["value_treatment"].astype(float) - ok["value_baseline"].astype(float)
+    return ok[PAIR_COLUMNS].reset_index(drop=True), audit[AUDIT_COLUMNS], notes

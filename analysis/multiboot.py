@@ -1,0 +1,271 @@
+"""Multibootstrap (Sellam et al. 2022, "The MultiBERTs"): a paired bootstrap over seeds x
+evaluation examples from the stored per-example predictions.
+
+Each resample draws seeds with replacement (the same seeds for treatment and baseline,
+since runs are paired by seed) and evaluation examples with replacement (the same
+examples for every run, since they share the evaluation set), scores every drawn run on
+the drawn examples, averages over the drawn seeds, and takes treatment - baseline.
+
+Vectorisation: every supported metric is a function of the confusion matrix, and an
+example resample is a count vector ``w`` (N,), so the confusion matrices of all R runs of
+a task under a chunk of resamples are one matrix product ``W @ X`` with ``W`` (b, N)
+resample counts and ``X`` (N, R x K x K) one-hot (label, prediction) codes. There is no
+Python loop over resamples, and the example resamples of a task are drawn once and shared
+by all its comparisons (each still a valid paired bootstrap; their Monte Carlo errors are
+merely correlated). Seed resamples are drawn per comparison.
+
+Streams: example resamples come from ``(seed, task, chunk number)`` and seed resamples from
+``(seed, comparison)``, so a comparison's result does not depend on which other
+comparisons are analysed or on ``n_jobs``.
+
+Reported: ``estimate`` (the difference on the full data), a percentile CI of the
+resampled differences, ``p_val`` two-sided (twice the smaller tail share of resampled
+differences at or beyond zero, capped at 1) and ``p_one_sided`` (MultiBERTs' report_ci:
+share of resampled differences <= 0, i.e. evidence that the treatment is better).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng
+from analysis.audit import pair_runs
+from analysis.metrics import get_metric, metric_from_confusion
+
+PRED_COLUMNS = ("task", "model", "masker", "seed", "example_id", "label", "prediction")
+COLUMNS = [
+    "task", "model", "masker", "baseline", "metric", "n_seeds", "n_examples",
+    "mean_treatment", "mean_baseline", "estimate", "ci_low", "ci_high", "p_val",
+    "p_one_sided", "level", "method", "n_boot",
+]
+CHUNK = 512  # resamples per chunk; part of the stream definition, so fixed
+
+
+def example_draws(seed: int, task, n_boot: int, n_examples: int, chunk: int = CHUNK) -> list:
+    """The example resamples of one task: a list of index arrays (b, N), b <= chunk."""
+    out = []
+    for i, start in enumerate(range(0, n_boot, chunk)):
+        rng = stable_rng(seed, "multibootstrap-examples", task, i)
+        out.append(rng.integers(0, n_examples, (min(chunk, n_boot - start), n_examples)))
+    return out
+
+
+def confusions(labels, preds, num_labels: int, ex_draws: Iterable[np.ndarray], n_jobs: int = 1):
+    """Confusion matrices of every run under every resample.
+
+    ``labels`` (N,), ``preds`` (R, N) ints, ``ex_draws`` chunks of example indices (b, N).
+    Returns (B, R, K, K) float counts.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    r, n = preds.shape
+    k = num_labels
+    cols = (np.arange(r)[:, None] * k + labels[None, :]) * k + preds  # (R, N)
+    onehot = np.zeros((n, r * k * k))
+    onehot[np.tile(np.arange(n), r), cols.ravel()] = 1.0
+
+    def chunk_counts(ex_idx):
+        b = ex_idx.shape[0]
+        flat = (ex_idx + (np.arange(b) * n)[:, None]).ravel()
+        # A (b, N) bincount stays cache-sized; one (B, N) pass is several times slower.
+        w = np.bincount(flat, minlength=b * n).reshape(b, n)
+        return (w @ onehot).reshape(b, r, k, k)
+
+    ex_draws = list(ex_draws)
+    if n_jobs == 1 or len(ex_draws) < 2:
+        parts = [chunk_counts(e) for e in ex_draws]
+    else:
+        from joblib import Parallel, delayed
+
+        parts = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(chunk_counts)(e) for e in ex_draws)
+    return np.concatenate(parts, axis=0)
+
+
+def seed_averaged(cm, rows_t, rows_b, seed_idx, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seed-averaged metric of treatment and baseline per resample.
+
+    ``cm`` (B, R, K, K); ``rows_t``/``rows_b`` (S,) run rows of the paired seeds;
+    ``seed_idx`` (B, S) drawn seed positions. Returns two (B,) arrays.
+    """
+    rows_t, rows_b = np.asarray(rows_t), np.asarray(rows_b)
+    b = np.arange(cm.shape[0])[:, None]
+    score_t = metric_from_confusion(metric, cm[b, rows_t[seed_idx]]).mean(axis=1)
+    score_b = metric_from_confusion(metric, cm[b, rows_b[seed_idx]]).mean(axis=1)
+    return score_t, score_b
+
+
+def resample_scores_loop(labels, pred_t, pred_b, metric, num_labels, seed_idx, ex_idx):
+    """Reference: a Python loop over resamples calling the metrics module directly (the
+    MultiBERTs reference structure). ``pred_*`` (S, N); ``seed_idx`` (B, S); ``ex_idx``
+    (B, N). Returns two (B,) arrays."""
+    fn = get_metric(metric)
+    kw = {"num_labels": num_labels} if metric == "macro_f1" else {}
+    labels = np.asarray(labels)
+    out_t, out_b = np.empty(len(ex_idx)), np.empty(len(ex_idx))
+    for i, (si, ei) in enumerate(zip(seed_idx, ex_idx, strict=True)):
+        y = labels[ei][None, :]
+        out_t[i] = np.mean(fn(y, pred_t[np.ix_(si, ei)], **kw))
+        out_b[i] = np.mean(fn(y, pred_b[np.ix_(si, ei)], **kw))
+    return out_t, out_b
+
+
+def _summarise(est_t, est_b, delta, alpha) -> dict:
+    ci_low, ci_high = np.quantile(delta, [alpha / 2, 1 - alpha / 2])
+    return {
+        "mean_treatment": float(est_t), "mean_baseline": float(est_b),
+        "estimate": float(est_t - est_b), "ci_low": float(ci_low), "ci_high": float(ci_high),
+        "p_val": float(min(1.0, 2 * min(np.mean(delta <= 0), np.mean(delta >= 0)))),
+        "p_one_sided": float(np.mean(delta <= 0)),
+    }
+
+
+def _num_labels(labels, preds) -> int:
+    return max(2, int(max(np.max(labels), np.max(preds))) + 1)
+
+
+def multibootstrap_arrays(
+    labels, pred_t, pred_b, metric: str, *, alpha: float = 0.05, n_boot: int = 10_000,
+    seed: int = 0, key: tuple = ("arrays",), num_labels: int | None = None,
+) -> dict:
+    """Multibootstrap of one comparison from arrays: ``labels`` (N,), ``pred_t``/``pred_b``
+    (S, N) with seed-aligned rows. Returns the summary dict plus ``deltas`` (B,)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pt = np.atleast_2d(np.asarray(pred_t, dtype=np.int64))
+    pb = np.atleast_2d(np.asarray(pred_b, dtype=np.int64))
+    if pt.shape != pb.shape or pt.shape[1] != labels.size:
+        raise ValueError(f"shape mismatch: labels {labels.shape}, {pt.shape} vs {pb.shape}")
+    s, n = pt.shape
+    k = max(_num_labels(labels, np.concatenate([pt, pb])), num_labels or 0)
+    preds = np.concatenate([pt, pb])
+    rows_t, rows_b = np.arange(s), np.arange(s, 2 * s)
+    full = confusions(labels, preds, k, [np.arange(n)[None, :]])
+    est_t, est_b = seed_averaged(full, rows_t, rows_b, np.arange(s)[None, :], metric)
+    cm = confusions(labels, preds, k, example_draws(seed, key[0], n_boot, n))
+    seed_idx = stable_rng(seed, "multibootstrap-seeds", *key).integers(0, s, (n_boot, s))
+    bt, bb = seed_averaged(cm, rows_t, rows_b, seed_idx, metric)
+    delta = bt - bb
+    return {"n_seeds": s, "n_examples": n, **_summarise(est_t[0], est_b[0], delta, alpha),
+            "deltas": delta}
+
+
+def _arrays_for(preds: pd.DataFrame, task) -> tuple:
+    """Per task: labels (N,) and {(model, masker, seed): predictions (N,)} on the task's
+    evaluation set (every run of a task must cover the same examples, once each)."""
+    sub = preds[preds["task"] == task]
+    ex = pd.Categorical(sub["example_id"])
+    codes = ex.codes
+    n = len(ex.categories)
+    lab = sub["label"].to_numpy(dtype=np.int64)
+    if lab.min() < 0 or sub["prediction"].min() < 0:
+        raise ValueError(f"{task}: labels and predictions must be non-negative class ids")
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[codes] = lab
+    if np.any(labels[codes] != lab):
+        raise ValueError(f"{task}: runs disagree on the label of some example")
+    runs = {}
+    sub = sub.assign(_ex=codes)
+    for (model, masker, seed), grp in sub.groupby(["model", "masker", "seed"], sort=False):
+        arr = np.full(n, -1, dtype=np.int64)
+        arr[grp["_ex"].to_numpy()] = grp["prediction"].to_numpy(np.int64)
+        if len(grp) != n or np.any(arr < 0):
+            raise ValueError(
+                f"{task}/{model}/{masker}/seed {seed}: predictions cover {len(grp)} of the "
+                f"{n} evaluation examples of the task (or repeat some); every run needs "
+                "all of them once"
+            )
+        runs[(model, masker, seed)] = arr
+    return labels, runs
+
+
+def _metric_map(runs: pd.DataFrame | None, metric_by_task: dict | None, tasks) -> dict:
+    found = {}
+    if runs is not None and "metric" in runs.columns:
+        found = runs.dropna(subset=["metric"]).groupby("task")["metric"].first().to_dict()
+    found.update(metric_by_task or {})
+    missing = [t for t in tasks if t not in found]
+    if missing:
+        raise ValueError(
+            f"no primary metric for task(s) {missing}: pass runs with a 'metric' column "
+            "or metric_by_task={task: 'f1' | 'mcc' | 'accuracy' | 'macro_f1'}"
+        )
+    for t in tasks:
+        get_metric(found[t])
+    return found
+
+
+def multibootstrap(
+    predictions: pd.DataFrame,
+    runs: pd.DataFrame | None = None,
+    *,
+    baseline: str | None = None,
+    comparisons: Sequence[tuple[str, str]] | None = None,
+    metric_by_task: dict | None = None,
+    alpha: float = 0.05,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    n_jobs: int = 1,
+    on_mismatch: str = "raise",
+) -> pd.DataFrame:
+    """Multibootstrap every comparison (one row each, columns ``COLUMNS``).
+
+    ``predictions``: one row per run x evaluation example with ``PRED_COLUMNS``.
+    ``runs`` (optional): the runs frame; supplies each task's ``metric`` and, through the
+    pairing audit, the seeds allowed to pair (fingerprint mismatches raise
+    :class:`analysis.PairingError` unless ``on_mismatch="drop"``). Comparisons as in
+    :func:`analysis.compare`. ``n_jobs`` > 1 spreads each task's resample chunks (the
+    bulk of the work, shared by the task's comparisons) over joblib threads; results do
+    not depend on it.
+    """
+    missing = [c for c in PRED_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions frame lacks column(s) {missing}")
+    preds = predictions.reset_index(drop=True)
+    keys_frame = preds[["task", "model", "masker", "seed"]].drop_duplicates()
+    pairs = resolve_comparisons(runs if runs is not None else keys_frame, baseline, comparisons)
+    metric_of = _metric_map(runs, metric_by_task, list(pd.unique(preds["task"])))
+    allowed = None
+    if runs is not None:
+        paired, _, _ = pair_runs(check_runs(runs), pairs, on_mismatch=on_mismatch)
+        allowed = set(map(tuple, paired[["task", "model", "masker", "baseline", "seed"]].values))
+    rows = []
+    for (task,) in ordered_groups(keys_frame, ["task"]):
+        labels, arrays = _arrays_for(preds, task)
+        runs_order = list(arrays)
+        k = _num_labels(labels, np.stack([arrays[r] for r in runs_order]))
+        n = labels.size
+        cm = None
+        for model in pd.unique(keys_frame.loc[keys_frame["task"] == task, "model"]):
+            for treat, base in pairs:
+                seeds = sorted(s for (mo, m, s) in runs_order
+                               if mo == model and m == treat and (model, base, s) in arrays)
+                if allowed is not None:
+                    seeds = [s for s in seeds if (task, model, treat, base, s) in allowed]
+                if not seeds:
+                    continue
+                if cm is None:  # one (B, R, K, K) tensor per task, shared by its comparisons
+                    preds_all = np.stack([arrays[r] for r in runs_order])
+                    full = confusions(labels, preds_all, k, [np.arange(n)[None, :]])
+                    cm = confusions(labels, preds_all, k, example_draws(seed, task, n_boot, n),
+                                    n_jobs=n_jobs)
+                key = (task, model, treat, base)
+                rows_t = [runs_order.index((model, treat, s)) for s in seeds]
+                rows_b = [runs_order.index((model, base, s)) for s in seeds]
+                est_t, est_b = seed_averaged(full, rows_t, rows_b,
+                                             np.arange(len(seeds))[None, :], metric_of[task])
+                seed_idx = stable_rng(seed, "multibootstrap-seeds", *key).integers(
+                    0, len(seeds), (n_boot, len(seeds)))
+                bt, bb = seed_averaged(cm, rows_t, rows_b, seed_idx, metric_of[task])
+                rows.append({"task": task, "model": model, "masker": treat, "baseline": base,
+                             "n_seeds": len(seeds), "n_examples": n,
+                             **_summarise(est_t[0], est_b[0], bt - bb, alpha)})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    out["metric"] = out["task"].map(metric_of)
+    out["level"] = 1 - alpha
+    out["method"] = "multibootstrap"
+    out["n_boot"] = n_boot
+    return out[COLUMNS]

@@ -1,0 +1,67 @@
+"""The one-paragraph verdict of a study, built from the comparison table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _name(r) -> str:
+    return f"{r['masker']} vs {r['baseline']} ({r['task']}/{r['model']})"
+
+
+def _pts(x: float) -> str:
+    return f"{x * 100:+.2f}"
+
+
+def summary_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
+    """"k of m comparisons significant after Holm at α; all/not all CIs include zero;
+    equivalent within ±margin: ..." for a :func:`analysis.compare` table."""
+    m = len(table)
+    if m == 0:
+        return "No comparisons could be made."
+    if alpha is None:
+        alpha = float(1 - table["level"].iloc[0])
+    level = 1 - alpha
+    corr = str(table["correction"].iloc[0]) if "correction" in table else "holm"
+    corr_txt = {"holm": "after Holm", "bonferroni": "after Bonferroni", "none": "uncorrected"}.get(
+        corr, f"after {corr}"
+    )
+    recs = table.to_dict("records")
+    sig = [r for r in recs if bool(r["significant"])]
+    parts = [f"{len(sig)} of {m} comparison{'s' if m != 1 else ''} significant {corr_txt} "
+             f"at α = {alpha:g} (paired t-test)"]
+    if sig:
+        parts[0] += ": " + ", ".join(f"{_name(r)} {_pts(r['mean_diff'])} pts" for r in sig)
+    with_ci = [r for r in recs if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])]
+    excl = [r for r in with_ci if r["ci_low"] > 0 or r["ci_high"] < 0]
+    no_ci = m - len(with_ci)
+    if not with_ci:
+        parts.append("no confidence interval could be computed")
+    elif not excl:
+        parts.append(f"all {level:.0%} CIs include zero")
+    else:
+        parts.append(
+            f"not all {level:.0%} CIs include zero ({len(excl)} exclude it: "
+            + ", ".join(_name(r) for r in excl) + ")"
+        )
+    if no_ci:
+        parts[-1] += f" ({no_ci} comparison(s) too small for an interval)"
+    margins = table["margin"].dropna() if "margin" in table else pd.Series(dtype=float)
+    if margins.empty:
+        parts.append("equivalence not tested (no margin declared)")
+    else:
+        margin = float(margins.iloc[0])
+        eq = [r for r in recs if pd.notna(r["equivalent"]) and bool(r["equivalent"])]
+        txt = f"equivalent within ±{margin * 100:g} pts (TOST, α = {alpha:g}): {len(eq)} of {m}"
+        if eq and len(eq) < m:
+            txt += " (" + ", ".join(_name(r) for r in eq) + ")"
+        parts.append(txt)
+    small = table.loc[table["n_pairs"] < 6, "n_pairs"]
+    if len(small):
+        n_small = int(small.min())
+        parts.append(
+            f"with {n_small} seed pairs the exact tests cannot reach p < {2.0 ** (1 - n_small):.4g}"
+            if n_small >= 1 else "some comparisons have no seed pairs"
+        )
+    return "; ".join(parts) + "."

@@ -1,0 +1,150 @@
+"""Markdown and LaTeX (booktabs) renderings of the analysis tables.
+
+Written by hand rather than through ``DataFrame.to_markdown``/``to_latex`` so the package
+needs neither tabulate nor jinja2. CSV files keep full precision and the frames' snake_case
+columns; Markdown keeps the same column names with rounded numbers; the LaTeX comparison
+table is paper-ready, with differences in points (metric x 100).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+COMPARISON_MD_COLUMNS = [
+    "task", "model", "masker", "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high",
+    "p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "boot_ci_low",
+    "boot_ci_high", "d_z", "mde", "p_tost", "equivalent", "level", "warning",
+]
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value == int(value) and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def to_markdown(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table; numbers to ``digits`` significant digits, NaN blank."""
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+               for c in cols]
+    lines = ["| " + " | ".join(cols) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    for rec in df[cols].itertuples(index=False):
+        cells = [_fmt(v, digits).replace("|", "\\|").replace("\n", " ") for v in rec]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _p(p) -> str:
+    if p is None or not np.isfinite(p):
+        return "--"
+    return r"$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _pt(x, digits: int = 2) -> str:
+    return "--" if x is None or not np.isfinite(x) else f"{x * 100:.{digits}f}"
+
+
+def latex_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], align: str, caption: str = "",
+    label: str = "",
+) -> str:
+    """A booktabs ``table`` environment; cells are already LaTeX (escape them first)."""
+    out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{align}}}",
+           r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    out += [" & ".join(r) + r" \\" for r in rows]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{caption}}}")
+    if label:
+        out.append(rf"\label{{{label}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def comparisons_latex(table: pd.DataFrame, label: str = "tab:comparisons") -> str:
+    """Paper-ready booktabs table of a :func:`analysis.compare` result (needs booktabs).
+
+    Differences, intervals and MDE in points; the adjusted p of significant rows in bold.
+    """
+    level = float(table["level"].iloc[0]) if len(table) else 0.95
+    has_tost = "p_tost" in table and table["p_tost"].notna().any()
+    pct = f"{level * 100:g}"
+    header = ["Task", "Model", "Masker", "Baseline", "$n$", r"$\Delta$ (pts)",
+              rf"{pct}\% CI (t)", rf"{pct}\% CI (BCa)", "$p_t$", "$p_W$", r"$p_{\pm}$",
+              r"$p_{\mathrm{adj}}$", "$d_z$", "MDE (pts)"]
+    if has_tost:
+        header.append(r"$p_{\mathrm{TOST}}$")
+    rows = []
+    for r in table.to_dict("records"):
+        p_adj = _p(r["p_adj"])
+        if bool(r["significant"]):
+            p_adj = rf"\textbf{{{p_adj}}}"
+        row = [latex_escape(r[c]) for c in ("task", "model", "masker", "baseline")]
+        row += [str(int(r["n_pairs"])), _pt(r["mean_diff"]),
+                f"[{_pt(r['ci_low'])}, {_pt(r['ci_high'])}]",
+                f"[{_pt(r['boot_ci_low'])}, {_pt(r['boot_ci_high'])}]",
+                _p(r["p_ttest"]), _p(r["p_wilcoxon"]), _p(r["p_signflip"]), p_adj,
+                "--" if not np.isfinite(r["d_z"]) else f"{r['d_z']:.2f}", _pt(r["mde"])]
+        if has_tost:
+            row.append(_p(r["p_tost"]))
+        rows.append(row)
+    corr = str(table["correction"].iloc[0]) if len(table) else "holm"
+    corr_name = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}.get(corr, corr)
+    caption = (
+        r"Seed-paired differences (treatment $-$ baseline, in points). $p_t$: paired $t$-test; "
+        r"$p_W$: exact Wilcoxon signed-rank; $p_{\pm}$: exact sign-flip permutation; "
+        rf"$p_{{\mathrm{{adj}}}}$: {corr_name} correction of $p_t$ over the table "
+        rf"(bold: significant at $\alpha={1 - level:g}$); MDE: true difference detected with "
+        r"80\% power by the paired $t$-test."
+    )
+    if has_tost:
+        margin = float(table["margin"].dropna().iloc[0])
+        caption += rf" $p_{{\mathrm{{TOST}}}}$: equivalence within $\pm{margin * 100:g}$ points."
+    return latex_table(header, rows, "llll" + "r" * (len(header) - 4), caption, label)
+
+
+def write_table(df: pd.DataFrame, path_stem, formats=("md", "csv"), md_columns=None) -> dict:
+    """Write ``df`` as ``<stem>.md`` / ``.csv`` / ``.tex``; returns {file name: path}."""
+    from pathlib import Path
+
+    stem = Path(path_stem)
+    out = {}
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        elif fmt == "md":
+            path.write_text(to_markdown(df, md_columns))
+        elif fmt == "tex":
+            path.write_text(comparisons_latex(df))
+        else:
+            raise ValueError(f"unknown table format {fmt!r}")
+        out[path.name] = path
+    return out
