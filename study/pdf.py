@@ -94,9 +94,6 @@ def figure(fig, width: float = TEXT_W, dpi: int = 200) -> Image:
     """A matplotlib figure embedded as a high-resolution PNG, scaled to ``width`` points."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     buf.seek(0)
     img = Image(buf)
     scale = width / img.imageWidth
