@@ -64,56 +64,27 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from study.scheduler.local import parse_gpus
+    from study.scheduler.plan import print_plan
+
     p = _load(args.protocol)
-    specs = _grid(p)
-    statuses = {}
-    if p.store_path.exists():
-        with _open_store(p) as store:
-            statuses = store.statuses(s.run_id for s in specs)
-    print(f"{'run_id':16}  {'task':12} {'model':14} {'masker':16} {'seed':>4}  status")
-    for s in specs:
-        print(f"{s.run_id:16}  {s.task['name']:12} {s.model['name']:14} {s.masker['name']:16} {s.seed:>4}  "
-              f"{statuses.get(s.run_id, 'pending')}")
-    done = sum(1 for v in statuses.values() if v == "done")
-    print(f"{len(specs)} runs: {done} done, {len(specs) - done} to run")
-    return EXIT_OK
+    return print_plan(p, _grid(p), gpus=parse_gpus(args.gpus), calibrate=args.calibrate)
 
 
 def cmd_run(args) -> int:
-    from study.progress import Progress
-    from study.scheduler.local import run_local
+    from study.scheduler.local import parse_gpus
+    from study.scheduler.run import execute
 
     p = _load(args.protocol)
-    specs = _grid(p)
-    with _open_store(p) as store:
-        new = store.register(specs)
-        store.recover_stale()
-        if args.retry_failed:
-            store.reset_failed(s.run_id for s in specs)
-        counts = store.counts(s.run_id for s in specs)
-        todo = counts["pending"] + counts["running"]
-        print(f"{p.name}: {len(specs)} runs ({new} new), {counts['done']} done, {counts['failed']} failed, "
-              f"{todo} to run", file=sys.stderr)
-        if todo == 0:
-            return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
-        progress = Progress(total=len(specs), already_done=counts["done"])
-        try:
-            counts = run_local(p, specs, store, progress)
-        finally:
-            progress.close()
-    print(f"{p.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending", file=sys.stderr)
-    return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
+    _check_data(p)
+    return execute(p, _grid(p), backend=args.backend, gpus=parse_gpus(args.gpus), retry_failed=args.retry_failed)
 
 
 def cmd_status(args) -> int:
+    from study.scheduler.plan import print_status
+
     p = _load(args.protocol)
-    specs = _grid(p)
-    counts = {"done": 0, "failed": 0, "running": 0, "pending": len(specs)}
-    if p.store_path.exists():
-        with _open_store(p) as store:
-            counts = store.counts(s.run_id for s in specs)
-    print(f"{p.name}: {len(specs)} runs — " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    return EXIT_OK
+    return print_status(p, _grid(p), failures=args.failures)
 
 
 def _analysis_inputs(p):
@@ -169,14 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check protocol files without building anything")
     v.add_argument("protocols", nargs="+")
     v.set_defaults(fn=cmd_validate)
-    for name, fn, help_ in [("plan", cmd_plan, "list the runs of a protocol and which are done"),
-                            ("status", cmd_status, "counts of done / failed / running / pending runs")]:
-        s = sub.add_parser(name, help=help_)
-        s.add_argument("protocol")
-        s.set_defaults(fn=fn)
+    gpus_help = ("GPUs to use: a count (2), a list (0,2) or none; default: detected. A count above the real "
+                 "GPUs makes fake slots (dry runs, tests)")
+    pl = sub.add_parser("plan", help="list the runs, which are done, and the remaining wall time and GPU-hours")
+    pl.add_argument("protocol")
+    pl.add_argument("--gpus", help=gpus_help + "; sets the slots the estimate assumes")
+    pl.add_argument("--calibrate", choices=["auto", "always", "never"], default="auto",
+                    help="measure throughput with a few training steps when no finished run of a model exists "
+                         "(auto, the default), always, or never")
+    pl.set_defaults(fn=cmd_plan)
+    st = sub.add_parser("status", help="counts of done / failed / running / pending runs, and the running driver")
+    st.add_argument("protocol")
+    st.add_argument("--failures", action="store_true", help="print the last traceback of each failed run")
+    st.set_defaults(fn=cmd_status)
     r = sub.add_parser("run", help="run every run that is not done yet (resumes after any crash)")
     r.add_argument("protocol")
     r.add_argument("--retry-failed", action="store_true", help="give failed runs a fresh set of attempts")
+    r.add_argument("--backend", choices=["local", "ray", "slurm"],
+                   help="where runs execute (default: the protocol's execution.backend, else local)")
+    r.add_argument("--gpus", help=gpus_help + " (local backend)")
     r.set_defaults(fn=cmd_run)
     a = sub.add_parser("analyze", help="write the significance tables from the store")
     a.add_argument("protocol")

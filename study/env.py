@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -34,6 +35,12 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
+# What the scheduler sets before Python starts (and what a cluster sets), recorded per run.
+RECORDED_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "OMP_NUM_THREADS",
+                     "MKL_NUM_THREADS", "MASKSTUDY_SLOT", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                     "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+
+
 def capture_env(device=None) -> dict:
     import torch
 
@@ -52,4 +59,5 @@ def capture_env(device=None) -> dict:
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
+        "env_vars": {k: os.environ.get(k) for k in RECORDED_ENV_VARS if k in os.environ},
     }

@@ -1,4 +1,10 @@
-"""Progress display for ``study run``: a live line on a terminal, plain log lines otherwise."""
+"""Progress display for ``study run``: a live bar on a terminal, plain log lines otherwise.
+
+The bar shows done / failed / running out of the whole grid, elapsed time and an ETA from
+this session's throughput (finished runs per second, so packed slots count). Off a terminal
+(CI, ``nohup``, Slurm logs) every start, finish and failure is one line, plus a status line
+every ``log_every_s`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,66 +12,104 @@ import sys
 import time
 
 
-def _fmt_duration(seconds: float) -> str:
+def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
+    d, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
     m, s = divmod(rem, 60)
+    if d:
+        return f"{d}d{h:02d}h"
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class Progress:
-    def __init__(self, total: int, already_done: int = 0, stream=None):
+    def __init__(self, total: int, already_done: int = 0, already_failed: int = 0, stream=None,
+                 tty: bool | None = None, log_every_s: float = 60.0):
         self.total = total
-        self.done = already_done
-        self.failed = 0
-        self.running = 0
+        self.n_done = already_done
+        self.n_failed = already_failed
+        self.n_running = 0
+        self.retries = 0
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.log_every_s = log_every_s
         self.t0 = time.monotonic()
         self.finished_here = 0
+        self._last_draw = 0.0
 
-    def eta(self) -> str:
+    # -- numbers -----------------------------------------------------------------------------
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.n_done - self.n_failed)
+
+    def eta_s(self) -> float | None:
         if not self.finished_here:
-            return "?"
-        per_run = (time.monotonic() - self.t0) / self.finished_here
-        return _fmt_duration(per_run * (self.total - self.done - self.failed))
+            return None
+        rate = self.finished_here / max(1e-9, time.monotonic() - self.t0)
+        return self.remaining / rate
 
     def line(self) -> str:
         width = 30
-        filled = int(width * (self.done + self.failed) / max(1, self.total))
-        bar = "#" * filled + "-" * (width - filled)
-        return (f"[{bar}] {self.done}/{self.total} done, {self.failed} failed, {self.running} running, "
-                f"elapsed {_fmt_duration(time.monotonic() - self.t0)}, ETA {self.eta()}")
+        n_done = int(width * self.n_done / max(1, self.total))
+        n_failed = int(width * (self.n_done + self.n_failed) / max(1, self.total)) - n_done
+        bar = "#" * n_done + "x" * n_failed + "-" * (width - n_done - n_failed)
+        eta = self.eta_s()
+        retry = f", {self.retries} retried" if self.retries else ""
+        return (f"[{bar}] {self.n_done}/{self.total} done, {self.n_failed} failed, {self.n_running} running{retry}"
+                f" | elapsed {fmt_duration(time.monotonic() - self.t0)}, ETA {'?' if eta is None else fmt_duration(eta)}")
 
-    def _show(self, event: str | None = None) -> None:
+    # -- output ------------------------------------------------------------------------------
+    def _emit(self, event: str | None = None) -> None:
         if self.tty:
             if event:
                 self.stream.write("\r\033[K" + event + "\n")
             self.stream.write("\r\033[K" + self.line())
+        elif event:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {event} | {self.line()}\n")
         else:
-            self.stream.write((event + " | " if event else "") + self.line() + "\n")
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {self.line()}\n")
         self.stream.flush()
+        self._last_draw = time.monotonic()
 
-    def started(self, spec) -> None:
-        self.running += 1
-        if not self.tty:
-            self._show(f"start {spec.label}")
+    def tick(self) -> None:
+        """Called by the driver loop about once a second: redraws the bar / logs a status line."""
+        every = 1.0 if self.tty else self.log_every_s
+        if time.monotonic() - self._last_draw >= every:
+            self._emit()
+
+    def note(self, message: str) -> None:
+        self._emit(message)
+
+    # -- events ------------------------------------------------------------------------------
+    def started(self, spec, where: str = "") -> None:
+        self.n_running += 1
+        if self.tty:
+            self._emit()
+        else:
+            self._emit(f"start  {spec.label}" + (f" on {where}" if where else ""))
 
     def finished(self, spec, result) -> None:
-        self.running -= 1
-        self.done += 1
+        self.n_running = max(0, self.n_running - 1)
+        self.n_done += 1
         self.finished_here += 1
         value = result.final_metrics.get(result.primary_metric)
-        self._show(f"done  {spec.label}: {result.primary_metric}={value:.4f} ({result.wall_time_s:.0f}s)")
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+        self._emit(f"done   {spec.label}: {result.primary_metric}={shown} ({result.wall_time_s:.0f}s)")
 
-    def failed(self, spec, final: bool) -> None:
-        self.running -= 1
+    def failed_attempt(self, spec, final: bool, message: str = "") -> None:
+        self.n_running = max(0, self.n_running - 1)
         if final:
-            self.failed += 1
+            self.n_failed += 1
             self.finished_here += 1
-        self._show(f"{'FAILED' if final else 'retry '} {spec.label}")
+        else:
+            self.retries += 1
+        self._emit(f"{'FAILED' if final else 'retry '} {spec.label}" + (f": {message}" if message else ""))
+
+    def harvested(self, spec) -> None:
+        self.n_done += 1
+        self._emit(f"collected {spec.label} (finished while no driver was running)")
 
     def close(self) -> None:
         if self.tty:
-            self.stream.write("\n")
+            self.stream.write("\r\033[K" + self.line() + "\n")
             self.stream.flush()

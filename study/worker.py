@@ -3,26 +3,42 @@
     python -m study.worker SPEC_JSON_FILE RESULT_JSON_FILE
 
 The driver starts each run in a fresh process whose environment (CUDA_VISIBLE_DEVICES,
-CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED, thread counts) is set before Python starts. The worker
-never touches the store: it writes the result to a temporary file and renames it into place,
-so the driver sees either a complete result or none. Exit code 0 on success; on failure the
-traceback goes to stderr and the exit code is 1 (3 for CUDA out-of-memory, so the driver can
-pack fewer runs on that GPU).
+CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED, thread counts) is set before Python starts
+(``study.scheduler.launch``). The worker never touches the store: it writes the result to a
+temporary file and renames it into place, so the driver sees either a complete result or none.
+Exit code 0 on success; on failure the traceback goes to stderr and the exit code is 1
+(3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU).
+
+If ``MASKSTUDY_PARENT_PID`` is set and that process goes away (its launcher was killed), the
+worker exits at once rather than finishing a run nobody will record.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 EXIT_FAILED = 1
 EXIT_OOM = 3
+EXIT_ORPHANED = 4
 
 
 def is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent_pid:
+                os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m study.worker SPEC_JSON_FILE RESULT_JSON_FILE", file=sys.stderr)
         return 2
+    parent = os.environ.get("MASKSTUDY_PARENT_PID")
+    if parent and parent.isdigit():
+        if os.getppid() != int(parent):
+            return EXIT_ORPHANED
+        _watch_parent(int(parent))
     spec_file, result_file = map(Path, argv)
     from study.spec import RunSpec
     from study.train import run_one
@@ -40,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001  (everything is reported to the driver)
         traceback.print_exc(file=sys.stderr)
         return EXIT_OOM if is_oom(exc) else EXIT_FAILED
-    tmp = result_file.with_suffix(".tmp")
+    tmp = result_file.with_name(f".{result_file.name}.{os.getpid()}.tmp")
     tmp.write_text(result.to_json())
     os.replace(tmp, result_file)
     return 0

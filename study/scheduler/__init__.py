@@ -1,1 +1,25 @@
-"""Execution backends: local slot pool (default), Ray, Slurm."""
+"""Execution: a driver (``driver.py``) over three backends — the local GPU-slot pool
+(``local.py``, default), Ray (``ray_backend.py``) and Slurm via submitit (``slurm.py``) — with
+one driver per store (``lock.py``). ``execute`` is what ``study run`` calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKENDS = ("local", "ray", "slurm")
+
+
+def make_backend(name: str, protocol, store_path: str | Path, gpus: list[int] | None = None):
+    if name == "local":
+        from study.scheduler.local import LocalPool
+
+        return LocalPool(protocol, store_path, gpus=gpus)
+    if name == "ray":
+        from study.scheduler.ray_backend import RayBackend
+
+        return RayBackend(protocol)
+    if name == "slurm":
+        from study.scheduler.slurm import SlurmBackend
+
+        return SlurmBackend(protocol)
+    raise ValueError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")

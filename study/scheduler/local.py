@@ -1,120 +1,222 @@
-"""Local backend: a pool of slots, each run in a fresh worker subprocess.
+"""Local backend (the default): a pool of GPU slots, each run a fresh worker subprocess.
 
-The driver (this process) is the only writer of the store. Each slot runs one worker at a
-time; a worker gets its environment before Python starts, returns its result through a file,
-and the driver records it in one transaction.
+Slots = GPUs × ``execution.runs_per_gpu``; on a machine without GPUs, ``execution.cpu_slots``
+CPU slots (default one run at a time). A run goes to the GPU with the most free room. Each
+GPU keeps its own packing limit: a CUDA out-of-memory failure lowers that GPU's limit by one
+(never below one) and pins the retry to the same GPU, so it runs with fewer neighbours.
+
+Workers are started with ``Popen`` from the driver's one thread, in their own process group
+(so a timeout or an interrupt kills the worker and anything it spawned), with
+``PR_SET_PDEATHSIG`` so they die with the driver even on ``kill -9``. A worker writes its
+result into ``<store>.work/results/`` and its output into ``<store>.work/logs/``.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import subprocess
-import sys
-import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.protocol import Protocol
-from study.results import RunResult
-from study.spec import RunSpec
-from study.store import Store
+from study.scheduler.driver import Job, work_dir
+from study.scheduler.launch import (
+    Outcome,
+    describe_exit,
+    die_with_parent,
+    read_tail,
+    worker_command,
+    worker_env,
+)
 
 
-@dataclass(frozen=True)
-class Slot:
-    name: str  # "cpu0", "gpu1"
-    gpu: int | None  # GPU index for CUDA_VISIBLE_DEVICES, None for a CPU slot
-
-
-def detect_gpus() -> int:
-    """Number of visible GPUs without initialising CUDA in the driver (nvidia-smi, else torch)."""
+def detect_gpus() -> list[int]:
+    """Visible GPU indices without initialising CUDA in the driver (nvidia-smi), honouring
+    an existing ``CUDA_VISIBLE_DEVICES`` list of indices."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        if all(v.isdigit() for v in ids):
+            return [int(v) for v in ids]
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-        if out.returncode == 0:
-            return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        pass
-    return 0
+        return []
+    if out.returncode != 0:
+        return []
+    return list(range(sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))))
 
 
-def make_slots(protocol: Protocol, gpus: int | None = None) -> list[Slot]:
-    gpus = detect_gpus() if gpus is None else gpus
-    if gpus:
-        return [Slot(f"gpu{g}.{k}", g) for g in range(gpus) for k in range(protocol.execution.runs_per_gpu)]
-    return [Slot(f"cpu{k}", None) for k in range(protocol.execution.cpu_slots)]
-
-
-def worker_env(spec: RunSpec, slot: Slot, threads: int) -> dict:
-    """Environment a worker needs before Python starts (CUDA device, determinism, threads)."""
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = "" if slot.gpu is None else str(slot.gpu)
-    env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    env["PYTHONHASHSEED"] = str(spec.seed)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    return env
+def parse_gpus(value: str | int | None) -> list[int] | None:
+    """``--gpus``: a count (``2`` → GPUs 0 and 1), a list (``0,2``), ``none`` / ``0`` for CPU only;
+    None → detect. Counts may exceed the real GPUs (fake slots, for tests and dry runs)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("none", "cpu", "0", ""):
+        return []
+    if "," in text:
+        return [int(v) for v in text.split(",") if v.strip()]
+    return list(range(int(text)))
 
 
 @dataclass
-class WorkerOutcome:
-    result: RunResult | None
-    returncode: int
-    stderr_tail: str
+class _Running:
+    job: Job
+    proc: subprocess.Popen
+    gpu: int | None
+    started: float
+    log_path: Path
+    result_path: Path
 
 
-def run_worker(spec: RunSpec, slot: Slot, threads: int, timeout_s: float | None = None) -> WorkerOutcome:
-    with tempfile.TemporaryDirectory(prefix="maskstudy-") as tmp:
-        spec_file, result_file = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_file.write_text(spec.to_json())
-        proc = subprocess.run([sys.executable, "-m", "study.worker", str(spec_file), str(result_file)],
-                              env=worker_env(spec, slot, threads), capture_output=True, text=True,
-                              timeout=timeout_s)
-        result = RunResult.from_json(result_file.read_text()) if proc.returncode == 0 and result_file.exists() else None
-        return WorkerOutcome(result, proc.returncode, proc.stderr[-8000:])
+@dataclass
+class GpuAccounting:
+    """How many runs each GPU may hold now, and holds. Pure bookkeeping (unit-tested)."""
+
+    limit: dict[int, int]
+    busy: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, gpus: list[int], runs_per_gpu: int) -> GpuAccounting:
+        return cls({g: runs_per_gpu for g in gpus}, {g: 0 for g in gpus})
+
+    def place(self, pinned: int | None = None) -> int | None:
+        """A GPU with room (``pinned`` only, if given), the emptiest first; None if all are full."""
+        candidates = [pinned] if pinned is not None else list(self.limit)
+        free = [(self.limit[g] - self.busy[g], -g) for g in candidates if self.busy[g] < self.limit[g]]
+        if not free:
+            return None
+        g = -max(free)[1]
+        self.busy[g] += 1
+        return g
+
+    def release(self, gpu: int) -> None:
+        self.busy[gpu] -= 1
+
+    def shrink(self, gpu: int) -> bool:
+        """After an OOM on ``gpu``: one run fewer there. False if it already held one at a time."""
+        if self.limit[gpu] <= 1:
+            return False
+        self.limit[gpu] -= 1
+        return True
+
+    @property
+    def slots(self) -> int:
+        return sum(self.limit.values())
 
 
-def run_local(protocol: Protocol, specs: list[RunSpec], store: Store, progress=None) -> dict[str, int]:
-    """Run every spec not yet done; returns the final counts for the grid."""
-    statuses = store.statuses(s.run_id for s in specs)
-    todo = [s for s in specs if statuses[s.run_id] in ("pending", "running")]
-    slots = make_slots(protocol)
-    threads = protocol.execution.threads_per_run or max(1, (os.cpu_count() or 1) // len(slots))
-    max_attempts = protocol.execution.max_attempts
-    lock = threading.Lock()  # serialises store writes from slot threads (one connection)
-    free = list(slots)
+class LocalPool:
+    name = "local"
 
-    def one(spec: RunSpec) -> None:
-        with lock:
-            slot = free.pop()
+    def __init__(self, protocol: Protocol, store_path: str | Path, gpus: list[int] | None = None):
+        ex = protocol.execution
+        self.gpus = detect_gpus() if gpus is None else list(gpus)
+        self.accounting = GpuAccounting.create(self.gpus, ex.runs_per_gpu) if self.gpus else None
+        self.cpu_slots = ex.cpu_slots
+        n_slots = self.accounting.slots if self.accounting else self.cpu_slots
+        self.threads = ex.threads_per_run or max(1, (os.cpu_count() or 1) // n_slots)
+        self.timeout_s = ex.timeout_min * 60 if ex.timeout_min else None
+        self.work = work_dir(store_path)
+        self.harvest_dirs = [self.work / "results"]
+        self.running: list[_Running] = []
+
+    def describe(self) -> str:
+        if self.accounting:
+            return (f"local pool: {len(self.gpus)} GPU(s) {self.gpus} × {self.accounting.limit[self.gpus[0]]} "
+                    f"run(s) per GPU = {self.accounting.slots} slots, {self.threads} thread(s) per run")
+        return f"local pool: no GPU, {self.cpu_slots} CPU slot(s), {self.threads} thread(s) per run"
+
+    # -- Backend interface ---------------------------------------------------------------------
+    def open(self) -> None:
+        for sub in ("specs", "logs", "results"):
+            (self.work / sub).mkdir(parents=True, exist_ok=True)
+
+    def inflight(self) -> int:
+        return len(self.running)
+
+    def fill(self, queue: deque[Job], claim: Callable[[Job, str], None]) -> None:
+        for job in list(queue):
+            if self.accounting:
+                gpu = self.accounting.place(job.gpu)
+                if gpu is None:
+                    if all(self.accounting.busy[g] >= self.accounting.limit[g] for g in self.gpus):
+                        return
+                    continue  # pinned to a full GPU: let other runs go first
+                where = f"gpu{gpu}"
+            else:
+                if len(self.running) >= self.cpu_slots:
+                    return
+                used = {r.job.where for r in self.running}
+                gpu, where = None, next(f"cpu{k}" for k in range(self.cpu_slots) if f"cpu{k}" not in used)
+            queue.remove(job)
+            claim(job, where)
+            self._start(job, gpu, where)
+
+    def _start(self, job: Job, gpu: int | None, where: str) -> None:
+        rid = job.run_id
+        spec_path = self.work / "specs" / f"{rid}.json"
+        spec_path.write_text(job.spec.to_json())
+        result_path = self.work / "results" / f"{rid}.json"
+        result_path.unlink(missing_ok=True)
+        log_path = self.work / "logs" / f"{rid}.attempt{job.attempt}.log"
+        env = worker_env(job.spec.seed, self.threads, gpu, slot=where)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(worker_command(spec_path, result_path), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=die_with_parent)
+        self.running.append(_Running(job, proc, gpu, time.monotonic(), log_path, result_path))
+
+    def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = []
+            for r in list(self.running):
+                timed_out = self.timeout_s is not None and time.monotonic() - r.started > self.timeout_s
+                if r.proc.poll() is None and timed_out:
+                    self._kill(r)
+                if r.proc.poll() is None:
+                    continue
+                self.running.remove(r)
+                if r.gpu is not None:
+                    self.accounting.release(r.gpu)
+                ended.append((r.job, self._outcome(r, timed_out)))
+            if ended or time.monotonic() >= deadline:
+                return ended
+            time.sleep(0.05)
+
+    def _outcome(self, r: _Running, timed_out: bool) -> Outcome:
+        rc = r.proc.returncode
+        if rc == 0 and r.result_path.exists():
+            return Outcome(returncode=0, result_json=r.result_path.read_text(), result_file=r.result_path)
+        out = describe_exit(rc, read_tail(r.log_path), self.timeout_s / 60 if timed_out else None)
+        out.traceback = f"[log: {r.log_path}]\n{out.traceback}"
+        return out
+
+    def on_oom(self, job: Job) -> str | None:
+        gpu = int(job.where[3:]) if job.where.startswith("gpu") else None
+        if gpu is None or self.accounting is None:
+            return None
+        job.gpu = gpu  # retry on the same GPU, with fewer neighbours
+        before = self.accounting.limit[gpu]
+        if not self.accounting.shrink(gpu):
+            return None
+        return f"GPU {gpu}: runs packed {before} -> {self.accounting.limit[gpu]}; retrying there"
+
+    def close(self, cancel: bool) -> None:
+        for r in self.running:
+            self._kill(r)
+        for r in self.running:
+            r.proc.wait()
+        self.running.clear()
+
+    @staticmethod
+    def _kill(r: _Running) -> None:
         try:
-            while True:
-                with lock:
-                    attempt = store.mark_running(spec.run_id, f"{socket.gethostname()}:{os.getpid()}:{slot.name}")
-                    if progress:
-                        progress.started(spec)
-                outcome = run_worker(spec, slot, threads)
-                with lock:
-                    if outcome.result is not None:
-                        store.record_result(outcome.result)
-                        if progress:
-                            progress.finished(spec, outcome.result)
-                        return
-                    final = attempt >= max_attempts
-                    store.record_failure(spec.run_id, f"worker exited with code {outcome.returncode}",
-                                         outcome.stderr_tail, final=final)
-                    if progress:
-                        progress.failed(spec, final)
-                    if final:
-                        return
-        finally:
-            with lock:
-                free.append(slot)
-
-    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        list(pool.map(one, todo))
-    return store.counts(s.run_id for s in specs)
+            os.killpg(r.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

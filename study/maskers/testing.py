@@ -1,0 +1,69 @@
+"""Test fixture, not a regularizer: the ``test-fault`` masker kind injects failures and delays.
+
+Registered only when the environment has ``MASKSTUDY_TEST_MASKERS=1`` (see
+``study/maskers/__init__.py``), so it never shows up in the kinds a normal protocol may use.
+The scheduler tests use it to make a cell fail (always, or only on its first attempt), to raise
+a CUDA out-of-memory error on CPU, or to keep a worker busy long enough to kill it:
+
+    - {name: boom, kind: test-fault, fail: always}
+    - {name: oom-once, kind: test-fault, fail: once, error: oom, marker: /tmp/x/oom-marker}
+    - {name: slow, kind: test-fault, sleep_s: 20}
+
+Otherwise it trains exactly like ``none``. The fault fires in ``setup``, after the model and
+data are loaded, like a real failure would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from study.maskers.base import Masker, ParamError
+from study.registry import MASKERS
+
+ENV_FLAG = "MASKSTUDY_TEST_MASKERS"
+
+
+@dataclass(frozen=True)
+class FaultParams:
+    fail: Literal["never", "always", "once"] = "never"
+    error: Literal["runtime", "oom"] = "runtime"
+    marker: str | None = None  # fail: once → the first attempt creates this file and fails
+    sleep_s: float = 0.0  # sleep before anything else (a window to kill the worker)
+
+    def __post_init__(self):
+        if self.fail == "once" and not self.marker:
+            raise ParamError("marker", "fail: once needs a marker file path", "add `marker: /some/tmp/file`")
+        if self.sleep_s < 0:
+            raise ParamError("sleep_s", f"must be non-negative, got {self.sleep_s}")
+
+
+@MASKERS.register("test-fault")
+class FaultMasker(Masker):
+    kind = "test-fault"
+    Params = FaultParams
+    level = "none"
+
+    def setup(self, model, tokenizer, train_batches, total_steps) -> None:
+        super().setup(model, tokenizer, train_batches, total_steps)
+        if self.params.sleep_s:
+            time.sleep(self.params.sleep_s)
+        if self.params.fail == "never":
+            return
+        if self.params.fail == "once":
+            try:
+                fd = os.open(self.params.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return  # not the first attempt: train normally
+            os.close(fd)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.params.error == "oom":
+            import torch
+
+            # The class real CUDA OOMs raise; constructible without a GPU.
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test-fault)")
+        raise RuntimeError("injected failure (test-fault masker)")

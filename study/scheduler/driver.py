@@ -1,0 +1,207 @@
+"""The driver: claim, launch, record, retry — one mechanism under every backend.
+
+A backend only knows how to start the worker command somewhere and to report how each attempt
+ended (:class:`~study.scheduler.launch.Outcome`). Everything that touches the store happens
+here, in the driver's one thread, under the store's driver lock (``lock.py``):
+
+- a run is claimed (``running``, attempt + 1) right before it is handed to the backend;
+- a result is recorded in one transaction (``done`` with all its rows, or nothing);
+- a failure is recorded with its traceback; the run goes back to the queue until
+  ``execution.max_attempts`` is used up, then it is ``failed`` and the grid goes on;
+- an out-of-memory failure asks the backend to pack fewer runs where it happened; when it
+  can, that retry is free (it does not count against ``max_attempts``) — the batch size is
+  never changed, since that would change the run;
+- on start, results that workers finished while no driver was recording them (a driver
+  killed between a worker's exit and the store write, or Slurm jobs that outlived their
+  driver) are collected from the backend's result folders instead of being recomputed;
+- on SIGINT/SIGTERM (or any error) running attempts are stopped and given back (pending,
+  attempt not counted), so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol as TypingProtocol
+
+from study.results import RunResult
+from study.scheduler.launch import Outcome
+from study.spec import RunSpec
+from study.store import Store
+
+
+@dataclass
+class Job:
+    """One run in the driver's queue, with what the scheduler learned about it."""
+
+    spec: RunSpec
+    attempt: int = 0  # the store's attempt counter after the latest claim
+    free_retries: int = 0  # OOM retries granted because fewer runs could be packed
+    gpu: int | None = None  # after an OOM on the local pool: retry on this GPU
+    packing: int | None = None  # runs sharing this run's GPU (Ray: num_gpus = 1 / packing)
+    where: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+class Backend(TypingProtocol):
+    name: str
+    harvest_dirs: list[Path]
+
+    def open(self) -> None: ...
+
+    def fill(self, queue: deque[Job], claim: Callable[[Job, str], None]) -> None:
+        """Start as many queued jobs as there is room for; call ``claim(job, where)`` for each first."""
+
+    def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:
+        """Wait up to ``timeout`` seconds; return the attempts that ended."""
+
+    def inflight(self) -> int: ...
+
+    def on_oom(self, job: Job) -> str | None:
+        """Pack fewer runs where ``job`` ran out of memory; says what changed, or None if nothing could."""
+
+    def close(self, cancel: bool) -> None: ...
+
+
+def work_dir(store_path: str | Path) -> Path:
+    """Per-store folder for worker specs, logs and results in transit: ``runs/x.sqlite`` → ``runs/x.work``."""
+    p = Path(store_path)
+    return p.with_name(p.stem + ".work")
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class Driver:
+    def __init__(self, specs: list[RunSpec], store: Store, backend: Backend, max_attempts: int,
+                 progress=None, heartbeat: Callable[[], None] | None = None, poll_s: float = 0.5):
+        self.specs = specs
+        self.store = store
+        self.backend = backend
+        self.max_attempts = max_attempts
+        self.progress = progress
+        self.heartbeat = heartbeat or (lambda: None)
+        self.poll_s = poll_s
+        self.by_id = {s.run_id: s for s in specs}
+        self.ident = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> dict[str, int]:
+        """Run every run of ``specs`` that is not done; returns the grid's final counts."""
+        self.harvest()
+        statuses = self.store.statuses(self.by_id)
+        queue = deque(Job(s) for s in self.specs if statuses[s.run_id] in ("pending", "running"))
+        if queue:
+            self._run_queue(queue)
+        return self.store.counts(self.by_id)
+
+    def _run_queue(self, queue: deque[Job]) -> None:
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+        def on_signal(signum, frame):
+            raise Interrupted(signum)
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        self.backend.open()
+        clean = False
+        try:
+            while queue or self.backend.inflight():
+                if queue:
+                    self.backend.fill(queue, self._claim)
+                    if queue and not self.backend.inflight():
+                        raise RuntimeError(f"backend {self.backend.name} could not start any of {len(queue)} runs")
+                for job, outcome in self.backend.poll(self.poll_s):
+                    self._settle(job, outcome, queue)
+                self.heartbeat()
+                if self.progress:
+                    self.progress.tick()
+            clean = True
+        finally:
+            try:
+                self.backend.close(cancel=not clean)
+            finally:
+                if not clean:
+                    self.store.recover_stale()  # our own running attempts: given back, not failed
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    def _claim(self, job: Job, where: str) -> None:
+        job.attempt = self.store.mark_running(job.run_id, f"{self.ident}:{where}")
+        job.where = where
+        if self.progress:
+            self.progress.started(job.spec, where)
+
+    def _settle(self, job: Job, outcome: Outcome, queue: deque[Job]) -> None:
+        if outcome.ok:
+            try:
+                result = RunResult.from_json(outcome.result_json)
+                if result.run_id != job.run_id:
+                    raise ValueError(f"worker returned the result of run {result.run_id}")
+            except (ValueError, TypeError, KeyError) as e:
+                outcome = Outcome(returncode=outcome.returncode, message=f"unreadable result: {e}")
+            else:
+                self.store.record_result(result)
+                self._discard(outcome.result_file)
+                if self.progress:
+                    self.progress.finished(job.spec, result)
+                return
+        repacked = self.backend.on_oom(job) if outcome.oom else None
+        if repacked:
+            job.free_retries += 1
+        final = job.attempt - job.free_retries >= self.max_attempts
+        message = outcome.message + (f" (attempt {job.attempt}, on {job.where})" if job.where else "")
+        if repacked:
+            message += f"; out of memory: {repacked}"
+        self.store.record_failure(job.run_id, message, outcome.traceback, final=final,
+                                  kind="oom" if outcome.oom else "failure")
+        if self.progress:
+            self.progress.failed_attempt(job.spec, final, outcome.message)
+        if not final:
+            queue.appendleft(job)  # retry soon: keeps seed blocks complete, surfaces bad cells early
+
+    # -- results that arrived while no driver was recording ----------------------------------
+    def harvest(self) -> int:
+        n = 0
+        for folder in self.backend.harvest_dirs:
+            if not Path(folder).is_dir():
+                continue
+            for f in sorted(Path(folder).glob("*.json")):
+                status = self.store.status_of(f.stem)
+                if status is None:
+                    continue  # not a run of this store
+                if status == "done":
+                    self._discard(f)
+                    continue
+                try:
+                    result = RunResult.from_json(f.read_text())
+                except (OSError, ValueError, TypeError):
+                    continue
+                if result.run_id != f.stem:
+                    continue
+                self.store.record_result(result)
+                self.store.log_event("harvested", f"result collected from {f}", run_id=f.stem)
+                self._discard(f)
+                n += 1
+                if self.progress and f.stem in self.by_id:
+                    self.progress.harvested(self.by_id[f.stem])
+        return n
+
+    @staticmethod
+    def _discard(path: Path | None) -> None:
+        if path is not None:
+            try:
+                Path(path).unlink()
+            except FileNotFoundError:
+                pass
