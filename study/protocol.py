@@ -83,6 +83,8 @@ class AnalysisConfig:
 @dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port" to join a cluster
+    num_cpus: int | None = None  # resources of a local Ray started by the driver (None: detected) ...
+    num_gpus: int | None = None  # ... a number > 0 on a CPU box fakes GPUs (how the tests run it)
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,12 @@ class SlurmConfig:
     folder: str = "runs/slurm"
     executor: Literal["slurm", "local", "debug"] = "slurm"
     additional_parameters: dict[str, Any] = field(default_factory=dict)
+    max_num_timeout: int = 3  # requeues after hitting the time limit (pre-emptions requeue without limit)
 
 
 @dataclass(frozen=True)
 class ExecutionConfig:
+    backend: Literal["local", "ray", "slurm"] = "local"  # `study run --backend` overrides it
     runs_per_gpu: int = 1
     cpu_slots: int = 1
     max_attempts: int = 2

@@ -1,4 +1,9 @@
 """Masker modules; importing this package registers every masker kind."""
 
+import os as _os
+
 from study.maskers import input_level  # noqa: F401
 from study.maskers.base import Masker, MaskerContext, ParamError  # noqa: F401
+
+if _os.environ.get("MASKSTUDY_TEST_MASKERS") == "1":  # test-fixture kinds (test-fault): never by default
+    from study.maskers import testing  # noqa: F401
