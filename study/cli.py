@@ -48,7 +48,9 @@ def _check_data(p) -> None:
         try:
             check_data_dir(t.dataset, t.data_dir)
         except ValueError as e:
-            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}") from None
+            hint = p.local_data.get(f"tasks[{i}].data_dir")
+            hint = f" This protocol expects there: {hint}." if hint else ""
+            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}{hint}") from None
 
 
 def cmd_validate(args) -> int:
