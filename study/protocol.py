@@ -47,7 +47,11 @@ class MaskerConfig:
     params: Any  # the kind's Params dataclass, validated
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, **dataclasses.asdict(self.params)}
+        # Optional parameters left unset (None, which is also their default) are not written, so
+        # adding such an option to a kind (e.g. a schedule) leaves existing run_ids unchanged.
+        unset_ok = {f.name for f in dataclasses.fields(self.params) if f.default is None}
+        params = {k: v for k, v in dataclasses.asdict(self.params).items() if not (v is None and k in unset_ok)}
+        return {"name": self.name, "kind": self.kind, **params}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 import os as _os
 
-from study.maskers import input_level  # noqa: F401
+from study.maskers import attention, drophead, input_level, tlm, typhoon, whole_word  # noqa: F401
 from study.maskers.base import Masker, MaskerContext, ParamError  # noqa: F401
 
 if _os.environ.get("MASKSTUDY_TEST_MASKERS") == "1":  # test-fixture kinds (test-fault): never by default

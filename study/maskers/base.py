@@ -73,6 +73,8 @@ class Masker:
         self.context = context
         self.masked_count = 0
         self.eligible_count = 0
+        self.total_steps = 1
+        self._pending: torch.Tensor | None = None  # device-side counts not yet added (no sync per step)
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self, model, tokenizer, train_batches: list[dict], total_steps: int) -> None:
@@ -95,14 +97,28 @@ class Masker:
         self.masked_count += int(masked)
         self.eligible_count += int(eligible)
 
+    def record_tensors(self, masked: torch.Tensor, eligible: torch.Tensor | int) -> None:
+        """Like ``record`` for bool masks (or counts) on the training device, without a host sync."""
+        total = eligible.sum() if isinstance(eligible, torch.Tensor) else torch.tensor(eligible, device=masked.device)
+        counts = torch.stack([masked.sum().to(torch.long), total.to(torch.long)])
+        self._pending = counts if self._pending is None else self._pending + counts
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            masked, eligible = self._pending.tolist()
+            self._pending = None
+            self.record(masked, eligible)
+
     @property
     def realised_rate(self) -> float | None:
         """Share of eligible units masked over the whole run (None for maskers that mask nothing)."""
+        self._flush()
         if self.level == "none" or self.eligible_count == 0:
             return None if self.level == "none" else 0.0
         return self.masked_count / self.eligible_count
 
     def stats(self) -> dict:
+        self._flush()
         return {
             "realised_rate": self.realised_rate,
             "masked": self.masked_count,

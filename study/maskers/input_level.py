@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from study.maskers.base import Masker, check_rate, eligible_positions
+from study.maskers.base import Masker, eligible_positions
+from study.maskers.schedules import ScheduledRate
 from study.registry import MASKERS
 
 
@@ -18,11 +19,8 @@ class NoMasking(Masker):
 
 
 @dataclass(frozen=True)
-class RandomTokenParams:
-    rate: float
-
-    def __post_init__(self):
-        check_rate("rate", self.rate)
+class RandomTokenParams(ScheduledRate):
+    """``rate`` plus an optional ``schedule`` (see :mod:`study.maskers.schedules`)."""
 
 
 @MASKERS.register("random-token")
@@ -39,12 +37,20 @@ class RandomTokenMasker(Masker):
     level = "input"
 
     def rate_at(self, step: int) -> float:
-        return self.params.rate
+        return self.params.rate_at(step, self.total_steps)
 
     def apply(self, batch: dict, step: int) -> dict:
         ids, attn = batch["input_ids"], batch["attention_mask"]
         eligible = eligible_positions(ids, attn, self.context.special_ids)
         draws = torch.rand(ids.shape, generator=self.generator, device=self.generator.device)
         chosen = eligible & (draws.to(ids.device) < self.rate_at(step))
-        self.record(chosen.sum().item(), eligible.sum().item())
-        return {**batch, "input_ids": ids.masked_fill(chosen, self.context.replacement_id)}
+        self.record_tensors(chosen, eligible)
+        return replace_tokens(batch, chosen, self.context.replacement_id)
+
+
+def replace_tokens(batch: dict, chosen: torch.Tensor, replacement_id: int | None) -> dict:
+    """The batch with ``chosen`` positions of input_ids set to the replacement token (never pad)."""
+    if replacement_id is None:
+        raise ValueError("this backbone has no replacement token for masked positions; "
+                         "set models[].replacement_token in the protocol")
+    return {**batch, "input_ids": batch["input_ids"].masked_fill(chosen, replacement_id)}

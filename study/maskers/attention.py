@@ -1,0 +1,182 @@
+"""Attention-level plumbing shared by TLM, attention dropout and DropHead, plus attention dropout.
+
+**Routing.** transformers 5 models call their attention through the registry
+``ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)``
+as ``attention_interface(module, query, key, value, attention_mask, dropout=..., ...)``. While a
+masker is attached, :func:`route_attention` points the model's ``config._attn_implementation``
+at a registered wrapper (``maskstudy+sdpa`` or ``maskstudy+eager``) that calls the original
+function with the original arguments, unless the calling module carries an
+``_maskstudy_attention`` hook and is in training mode, in which case the hook may rewrite the
+mask first. The wrapper's mask functions are the original ones (``sdpa_mask``/``eager_mask``),
+so in evaluation the model computes exactly what it computed before: same masks, same
+kernel (SDPA stays SDPA). ``unroute`` puts the original name back. Flash/flex kernels take no
+dense additive mask, so routing refuses them with a clear error.
+
+**Discovery.** :func:`attention_modules` runs one tiny forward pass (eval mode, no grad, no
+random draws) through the router and records which modules called the attention function, in
+call order — for any backbone that uses the registry (BERT family, Qwen2, Llama, ...), without a
+table of class names.
+
+**Attention dropout** (``attention-dropout``) sets the dropout probability those modules pass
+to the attention function (``dropout.p`` on BERT-style modules, ``attention_dropout`` on
+Qwen2/Llama-style ones) to ``rate`` and restores it on detach. Its realised rate is that
+configured probability, and — by definition — its draws come from the global torch RNG (the
+run's dropout stream), not from the masker's generator.
+
+    - {name: attn-drop-0.1, kind: attention-dropout, rate: 0.1}
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from study.maskers.base import Masker, check_rate
+from study.registry import MASKERS
+
+ROUTED_PREFIX = "maskstudy+"
+HOOK_ATTR = "_maskstudy_attention"  # set on an attention module: object with .attention_mask(...)
+_RECORDER: list | None = None  # set while attention_modules() probes a model
+
+
+def _base_function(base: str, module):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if base == "eager":  # each modeling file has its own eager function; it is not in the registry
+        fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if fn is None:
+            raise RuntimeError(f"{type(module).__name__}: no eager_attention_forward in its modeling module")
+        return fn
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def _make_router(base: str):
+    def routed_attention(module, query, key, value, attention_mask, **kwargs):
+        if _RECORDER is not None:
+            _RECORDER.append(module)
+        hook = getattr(module, HOOK_ATTR, None)
+        if hook is not None and module.training:
+            attention_mask = hook.attention_mask(module, query, key, attention_mask, kwargs)
+        return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+
+    routed_attention.__name__ = f"maskstudy_routed_{base}"
+    return routed_attention
+
+
+def _register(base: str) -> str:
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = ROUTED_PREFIX + base
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(name, _make_router(base))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
+
+
+def route_attention(model) -> str:
+    """Point the model at the routing wrapper; returns the original implementation name."""
+    config = model.config
+    current = config._attn_implementation or "eager"
+    if current.startswith(ROUTED_PREFIX):
+        return current[len(ROUTED_PREFIX):]
+    if current not in ("sdpa", "eager"):
+        raise ValueError(f"attention-level maskers need sdpa or eager attention (a dense additive mask); "
+                         f"this model uses {current!r}. Load it with attn_implementation='sdpa'.")
+    config._attn_implementation = _register(current)
+    return current
+
+
+def unroute(model, original: str) -> None:
+    if (model.config._attn_implementation or "").startswith(ROUTED_PREFIX):
+        model.config._attn_implementation = original
+
+
+def _probe_inputs(model) -> dict:
+    device = next(model.parameters()).device
+    pad = getattr(model.config, "pad_token_id", None)
+    token = 1 if pad != 1 else 2
+    ids = torch.full((1, 3), token, dtype=torch.long, device=device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The modules that call the attention function, in call (layer) order, found by one probe pass."""
+    global _RECORDER
+    original = route_attention(model)
+    was_training = model.training
+    seen: list = []
+    _RECORDER = seen
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(**_probe_inputs(model))
+    finally:
+        _RECORDER = None
+        model.train(was_training)
+        unroute(model, original)
+    unique = list(dict.fromkeys(seen))  # a module called twice (shared layers) counts once
+    if not unique:
+        raise RuntimeError(f"{type(model).__name__} never called the attention registry; "
+                           "attention-level maskers support transformers models that do")
+    return unique
+
+
+@dataclass(frozen=True)
+class AttentionDropoutParams:
+    rate: float  # dropout probability on the attention weights, every layer
+
+    def __post_init__(self):
+        check_rate("rate", self.rate)
+
+
+def get_attention_dropout(module) -> float:
+    if isinstance(getattr(module, "attention_dropout", None), (int, float)):
+        return float(module.attention_dropout)
+    if isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
+        return float(module.dropout.p)
+    raise RuntimeError(f"{type(module).__name__}: no attention dropout attribute "
+                       "(expected `attention_dropout` or a `dropout` nn.Dropout)")
+
+
+def set_attention_dropout(module, p: float) -> None:
+    if isinstance(getattr(module, "attention_dropout", None), (int, float)):
+        module.attention_dropout = p
+    elif isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
+        module.dropout.p = p
+    else:
+        get_attention_dropout(module)  # raises the explanatory error
+
+
+@MASKERS.register("attention-dropout")
+class AttentionDropoutMasker(Masker):
+    """Baseline of the TLM paper: the backbone's attention dropout probability set to ``rate``."""
+
+    kind = "attention-dropout"
+    Params = AttentionDropoutParams
+    level = "attention"
+
+    def setup(self, model, tokenizer, train_batches, total_steps):
+        super().setup(model, tokenizer, train_batches, total_steps)
+        self.modules = attention_modules(model)
+        self.original_p = [get_attention_dropout(m) for m in self.modules]
+
+    def attach(self, model) -> None:
+        if not hasattr(self, "modules"):
+            self.setup(model, None, [], 1)
+        for m in self.modules:
+            set_attention_dropout(m, self.params.rate)
+
+    def detach(self) -> None:
+        for m, p in zip(getattr(self, "modules", []), getattr(self, "original_p", []), strict=True):
+            set_attention_dropout(m, p)
+
+    @property
+    def realised_rate(self) -> float:
+        return self.params.rate  # the configured probability: its draws are the model's own dropout
+
+    def stats(self) -> dict:
+        return {**super().stats(), "realised_rate": self.params.rate, "modules": len(getattr(self, "modules", [])),
+                "original_attention_dropout": sorted(set(getattr(self, "original_p", [])))}

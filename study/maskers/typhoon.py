@@ -1,0 +1,255 @@
+"""Typhoon: task-adaptive masking by token-type saliency.
+
+Note on use: the original Typhoon used this masking in a masked-language-modelling stage; here
+it regularises fine-tuning (the masked tokens are simply replaced, the loss is the task loss),
+as the null-result study did.
+
+1. **Saliency, from the normal backward pass.** A forward hook on the input-embedding module
+   registers a gradient hook on its output, so the ordinary ``loss.backward()`` of the training
+   step leaves g_t = ∂L/∂e_t for every position (no extra forward or backward). For the token
+   type v at position t the saliency is s = g_t · E[v] — the entry v of the gradient of the loss
+   w.r.t. the one-hot input at t, because e_t = onehot_t @ E. At masked positions v is the
+   *original* token (the one-hot input there is the replacement, but the gradient has an entry
+   for every type).
+2. **Per-type update.** new1[v] = mean of −s over the batch's unmasked eligible occurrences of v,
+   new2[v] = mean of +s over its masked occurrences (a missing term counts 0), new = new1 + new2;
+   for every type seen in the batch ``w ← (1−α)·w + α·new`` (first sighting: ``w = new``),
+   α = ``ema``.
+3. **Calibration.** ŝ = min-max normalised w over the seen types (unseen types get 1, so early
+   in training masking is uniform); φ_v = 1 − f + f·ŝ_v with f = ``spread``; q_v = min(1, λ·φ_v)
+   with λ found by bisection so that Σ_v n_v·q_v = rate · Σ_v n_v, where n_v counts eligible
+   occurrences of v in the training set. Without clipping λ is the closed form
+   rate·Σn_v / Σn_v·φ_v (used directly then, so the result equals the reference formula).
+4. **Masking.** Each eligible position is masked with probability q[token], from the masker's
+   own generator.
+
+    - {name: typhoon, kind: typhoon, rate: 0.15}                       # ema 0.8, spread 0.4
+    - {name: typhoon-s, kind: typhoon, rate: 0.15, ema: 0.5, spread: 0.8, schedule: linear-warmup}
+
+The run records the most and least salient token types at the end of training (``state()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from study.maskers.base import Masker, ParamError, eligible_positions
+from study.maskers.input_level import replace_tokens
+from study.maskers.schedules import ScheduledRate
+from study.registry import MASKERS
+
+BISECTION_STEPS = 200  # float64 interval halving: far past the 1e-6 budget tolerance
+
+
+@dataclass(frozen=True)
+class TyphoonParams(ScheduledRate):
+    ema: float = 0.8  # α: weight of the new batch estimate in the EMA
+    spread: float = 0.4  # f: 0 = uniform masking, towards 1 = masking follows saliency
+    report_top: int = 10  # how many most/least salient types the run records
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 < self.ema <= 1.0:
+            raise ParamError("ema", f"must be in (0, 1], got {self.ema}", "the paper's default is 0.8")
+        if not 0.0 <= self.spread < 1.0:
+            raise ParamError("spread", f"must be in [0, 1), got {self.spread}",
+                             "φ = 1 − f + f·ŝ must stay positive; the default is 0.4")
+        if self.report_top < 0:
+            raise ParamError("report_top", f"must be non-negative, got {self.report_top}")
+
+
+# ---- the pure pieces (tested on their own) --------------------------------------------------
+
+
+def token_saliency(grad: torch.Tensor, token_ids: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+    """(B, T) saliency s = g_t · E[v_t]: gradient w.r.t. the one-hot input, at the entry of v_t."""
+    return (grad.float() * embedding_weight.detach()[token_ids].float()).sum(-1)
+
+
+def batch_estimates(saliency, token_ids, eligible, masked, vocab_size: int):
+    """Per-type ``new`` = mean(−s | unmasked) + mean(+s | masked), and which types the batch saw.
+
+    Shapes: saliency, token_ids, eligible, masked (B, T); returns two (V,) tensors (float64, bool).
+    Written with index_add over all positions (zero weights off the mask) so it needs no sync.
+    """
+    ids = token_ids.reshape(-1)
+    s = saliency.reshape(-1).double()
+    unmasked = (eligible & ~masked).reshape(-1).double()
+    hit = (eligible & masked).reshape(-1).double()
+    zeros = torch.zeros(vocab_size, dtype=torch.float64, device=s.device)
+    sum1 = zeros.index_add(0, ids, -s * unmasked)
+    cnt1 = zeros.index_add(0, ids, unmasked)
+    sum2 = zeros.index_add(0, ids, s * hit)
+    cnt2 = zeros.index_add(0, ids, hit)
+    new = sum1 / cnt1.clamp(min=1) + sum2 / cnt2.clamp(min=1)
+    return new, (cnt1 + cnt2) > 0
+
+
+def ema_update(w, seen, new, seen_batch, alpha: float):
+    """``w ← (1−α)·w + α·new`` for types seen before and now; ``w = new`` at a first sighting."""
+    first = seen_batch & ~seen
+    again = seen_batch & seen
+    w = torch.where(again, (1 - alpha) * w + alpha * new, w)
+    w = torch.where(first, new, w)
+    return w, seen | seen_batch
+
+
+def propensity(w, seen, spread: float):
+    """φ = 1 − f + f·ŝ with ŝ the min-max normalised w over seen types (unseen, or no spread: 1)."""
+    s_hat = torch.ones_like(w)
+    if bool(seen.any()):
+        lo = torch.where(seen, w, torch.full_like(w, float("inf"))).min()
+        hi = torch.where(seen, w, torch.full_like(w, float("-inf"))).max()
+        span = hi - lo
+        if float(span) > 0:
+            s_hat = torch.where(seen, (w - lo) / span, s_hat)
+    return 1.0 - spread + spread * s_hat
+
+
+def calibrate(counts: torch.Tensor, phi: torch.Tensor, rate: float) -> tuple[torch.Tensor, float]:
+    """q = min(1, λ·φ) with Σ counts·q = rate·Σ counts; returns (q, λ). Float64 throughout.
+
+    Without clipping λ = rate·Σn / Σn·φ exactly (the reference closed form). With clipping the
+    budget function λ ↦ Σ n·min(1, λφ) is continuous and non-decreasing, so bisection between
+    the closed form (a lower bound) and 1/min φ (every q = 1) finds it.
+    """
+    n = counts.double()
+    phi = phi.double()
+    total = float(n.sum())
+    target = rate * total
+    if total == 0 or rate == 0:
+        return torch.zeros_like(phi), 0.0
+    lam = target / float((n * phi).sum())
+    if lam * float(phi.max()) <= 1.0:
+        return lam * phi, lam
+    lo, hi = lam, 1.0 / float(phi[n > 0].min())
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if float((n * (mid * phi).clamp(max=1.0)).sum()) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15 * hi:
+            break
+    lam = hi
+    return (lam * phi).clamp(max=1.0), lam
+
+
+# ---- the masker --------------------------------------------------------------------------------
+
+
+@MASKERS.register("typhoon")
+class TyphoonMasker(Masker):
+    kind = "typhoon"
+    Params = TyphoonParams
+    level = "input"
+
+    def setup(self, model, tokenizer, train_batches, total_steps):
+        super().setup(model, tokenizer, train_batches, total_steps)
+        self.tokenizer = tokenizer
+        self.embedding = model.get_input_embeddings()
+        vocab = self.embedding.weight.shape[0]
+        device = self.context.device
+        # n_v: eligible occurrences of each type in the whole training set.
+        ids = torch.tensor([t for item in train_batches for t in item["input_ids"]], dtype=torch.long)
+        attn = torch.tensor([a for item in train_batches for a in item["attention_mask"]], dtype=torch.long)
+        ok = eligible_positions(ids, attn, self.context.special_ids)
+        counts = torch.bincount(ids[ok], minlength=vocab).double()[:vocab]
+        self.support = torch.nonzero(counts > 0).squeeze(1).to(device)  # types the budget is over
+        self.counts = counts.to(device)[self.support]
+        self.w = torch.zeros(vocab, dtype=torch.float64, device=device)
+        self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.q = torch.zeros(vocab, dtype=torch.float32, device=device)
+        self.lam = None
+        self._calibrated_for: float | None = None  # rate the current q was calibrated to
+        self._grad = None
+        self._last = None
+        self._hook = None
+        self.updates = 0
+
+    # -- saliency harvest -------------------------------------------------------------------------
+    def attach(self, model) -> None:
+        if not hasattr(self, "embedding"):
+            raise RuntimeError("typhoon: setup() must run before attach()")
+        self._hook = self.embedding.register_forward_hook(self._on_embedding)
+
+    def detach(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._grad = None
+
+    def _on_embedding(self, module, inputs, output):
+        if not module.training or not torch.is_grad_enabled():
+            return None
+        if not output.requires_grad:  # frozen embeddings: still ask autograd for ∂L/∂e
+            output = output.detach().requires_grad_(True)
+            output.register_hook(self._on_grad)
+            return output
+        output.register_hook(self._on_grad)
+        return None
+
+    def _on_grad(self, grad):
+        self._grad = grad.detach()
+
+    # -- training-step hooks ----------------------------------------------------------------------
+    def rate_at(self, step: int) -> float:
+        return self.params.rate_at(step, self.total_steps)
+
+    def _calibrate(self, rate: float) -> None:
+        phi = propensity(self.w[self.support], self.seen[self.support], self.params.spread)
+        q, self.lam = calibrate(self.counts, phi, rate)
+        self.q.zero_()
+        self.q[self.support] = q.float()
+        self._calibrated_for = rate
+
+    def apply(self, batch: dict, step: int) -> dict:
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        rate = self.rate_at(step)
+        if self._calibrated_for != rate:
+            self._calibrate(rate)
+        eligible = eligible_positions(ids, attn, self.context.special_ids)
+        draws = torch.rand(ids.shape, generator=self.generator, device=self.generator.device).to(ids.device)
+        chosen = eligible & (draws < self.q.to(ids.device)[ids])
+        self.record_tensors(chosen, eligible)
+        self._last = (ids, eligible, chosen)
+        self._grad = None
+        return replace_tokens(batch, chosen, self.context.replacement_id)
+
+    def after_backward(self, step: int) -> None:
+        if self._grad is None or self._last is None:
+            return
+        ids, eligible, chosen = self._last
+        s = token_saliency(self._grad, ids.to(self._grad.device), self.embedding.weight)
+        new, seen_batch = batch_estimates(s, ids, eligible, chosen, self.w.shape[0])
+        self.w, self.seen = ema_update(self.w, self.seen, new, seen_batch, self.params.ema)
+        self._grad, self._last = None, None
+        self._calibrated_for = None  # w changed: recalibrate before the next batch
+        self.updates += 1
+
+    # -- what the run records -----------------------------------------------------------------
+    def state(self) -> dict:
+        if not hasattr(self, "w"):
+            return {}
+        seen = torch.nonzero(self.seen).squeeze(1)
+        weights = self.w[seen]
+        order = torch.argsort(weights, descending=True, stable=True)
+        k = min(self.params.report_top, len(order))
+
+        def rows(index):
+            ids = seen[index].tolist()
+            tokens = self.tokenizer.convert_ids_to_tokens(ids)
+            return [[tok, float(w)] for tok, w in zip(tokens, self.w[seen[index]].tolist(), strict=True)]
+
+        return {
+            "top_salient": rows(order[:k]),
+            "least_salient": rows(order.flip(0)[:k]),
+            "lambda": self.lam,
+            "types_seen": int(seen.numel()),
+            "types_in_train": int(self.support.numel()),
+            "updates": self.updates,
+            "ema": self.params.ema,
+            "spread": self.params.spread,
+        }
