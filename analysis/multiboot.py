@@ -224,20 +224,29 @@ def multibootstrap(
         raise ValueError(f"predictions frame lacks column(s) {missing}")
     preds = predictions.reset_index(drop=True)
     keys_frame = preds[["task", "model", "masker", "seed"]].drop_duplicates()
-    pairs = resolve_comparisons(runs if runs is not None else keys_frame, baseline, comparisons)
-    metric_of = _metric_map(runs, metric_by_task, list(pd.unique(preds["task"])))
+    clean = check_runs(runs) if runs is not None else None
+    pairs = resolve_comparisons(clean if clean is not None else keys_frame, baseline, comparisons)
+    metric_of = _metric_map(clean, metric_by_task, list(pd.unique(preds["task"])))
     allowed = None
-    if runs is not None:
-        paired, _, _ = pair_runs(check_runs(runs), pairs, on_mismatch=on_mismatch)
+    if clean is not None:
+        paired, _, _ = pair_runs(clean, pairs, on_mismatch=on_mismatch)
         allowed = set(map(tuple, paired[["task", "model", "masker", "baseline", "seed"]].values))
     rows = []
-    for (task,) in ordered_groups(keys_frame, ["task"]):
+    # Row order follows the runs frame when given (the protocol's order), so shuffling the
+    # predictions frame changes nothing.
+    order = clean if clean is not None else keys_frame
+    present = set(map(tuple, keys_frame[["task", "model"]].values))
+    for (task,) in ordered_groups(order, ["task"]):
+        if task not in set(keys_frame["task"]):
+            continue
         labels, arrays = _arrays_for(preds, task)
         runs_order = list(arrays)
         k = _num_labels(labels, np.stack([arrays[r] for r in runs_order]))
         n = labels.size
         cm = None
-        for model in pd.unique(keys_frame.loc[keys_frame["task"] == task, "model"]):
+        for model in pd.unique(order.loc[order["task"] == task, "model"]):
+            if (task, model) not in present:
+                continue
             for treat, base in pairs:
                 seeds = sorted(s for (mo, m, s) in runs_order
                                if mo == model and m == treat and (model, base, s) in arrays)
