@@ -4,6 +4,7 @@ mirrors train.py's order of calls. No weights, no downloads."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -129,3 +130,12 @@ def pooled_index(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Where HF sequence classification pools a decoder: the rightmost non-pad token."""
     idx = torch.arange(input_ids.shape[1])
     return (idx * (input_ids != pad_id)).argmax(-1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run far faster on one thread, and on a shared 2-core box 2 threads thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from maskertools import batches, make_masker, pooled_index, sentences, tiny_backbone, train_steps
+from maskertools import (
+    batches,
+    make_masker,
+    pooled_index,
+    sentences,
+    single_thread,  # noqa: F401  (autouse fixture)
+    tiny_backbone,
+    train_steps,
+)
 
 from study.errors import ProtocolError
 from study.maskers.base import ParamError, eligible_positions
 from study.maskers.schedules import ScheduledRate, schedule_rate
 from study.maskers.whole_word import word_keys
+from study.models import choose_replacement
 from study.protocol import parse_protocol
 from study.train import class_weights, model_inputs, training_loss
 
@@ -85,6 +94,11 @@ def test_protocol_names_the_bad_schedule_key():
     data["maskers"][1] = {"name": "ty", "kind": "typhoon", "rate": 0.1, "schedule": "curriculm"}
     with pytest.raises(ProtocolError, match="curriculum"):
         parse_protocol(data)
+    # an unset schedule is not part of the run's identity: old run_ids survive the new options
+    data["maskers"][1] = {"name": "rt", "kind": "random-token", "rate": 0.1}
+    assert parse_protocol(data).maskers[1].to_dict() == {"name": "rt", "kind": "random-token", "rate": 0.1}
+    data["maskers"][1]["schedule"] = "constant"
+    assert parse_protocol(data).maskers[1].to_dict() == {"name": "rt", "kind": "random-token", "rate": 0.1}
 
 
 # ---- realised rates ---------------------------------------------------------------------------
@@ -175,6 +189,15 @@ def test_decoder_replacement_is_explicit_and_recorded():
     assert llama.replacement.startswith("unk token")
     masker = make_masker("random-token", qwen, rate=0.1)
     assert masker.stats()["replacement"] == qwen.replacement
+    # an explicit protocol choice (models[].replacement_token) wins; the pad token is refused
+    model, tokenizer, _ = tiny_backbone("llama", layers=1)
+    rid, how = choose_replacement(model, tokenizer, "great")
+    assert rid == tokenizer.convert_tokens_to_ids("great") and "requested" in how
+    rid, how = choose_replacement(model, tokenizer, "<newmask>")
+    assert rid == len(tokenizer) - 1 and "added" in how
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    with pytest.raises(ValueError, match="pad"):
+        choose_replacement(model, tokenizer, tokenizer.pad_token)
 
 
 def test_whole_word_masks_whole_words_only():
