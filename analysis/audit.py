@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._frames import check_runs, ordered_groups, resolve_comparisons, warn
+from analysis._frames import check_runs, resolve_comparisons, warn
 
 FINGERPRINT_COLUMNS = ("data_order_fp", "head_init_fp", "data_fp")
 AUDIT_COLUMNS = ["task", "model", "masker", "baseline", "seed", "status", "detail"]
@@ -31,10 +31,6 @@ PAIR_COLUMNS = [
 
 class PairingError(ValueError):
     """Runs that would be paired by seed were not trained under the same seed streams."""
-
-
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
 def audit_pairing(
@@ -55,42 +51,56 @@ def audit_pairing(
 
 def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     fps = [c for c in FINGERPRINT_COLUMNS if c in runs.columns]
-    keep = ["seed", "value", *fps]
-    rows = []
-    for task, model in ordered_groups(runs, ["task", "model"]):
-        cell = runs[(runs["task"] == task) & (runs["model"] == model)]
-        for treat, base in pairs:
-            t = cell.loc[cell["masker"] == treat, keep]
-            b = cell.loc[cell["masker"] == base, keep]
-            if t.empty or b.empty:
-                continue
-            m = t.merge(b, on="seed", how="outer", suffixes=("_t", "_b"), indicator=True)
-            m = m.sort_values("seed", kind="stable")
-            for r in m.to_dict("records"):
-                status, detail = "ok", ""
-                if r["_merge"] == "left_only":
-                    status, detail = "no_baseline", f"no {base} run for this seed"
-                elif r["_merge"] == "right_only":
-                    status, detail = "no_treatment", f"no {treat} run for this seed"
-                else:
-                    differ, missing = [], []
-                    for c in fps:
-                        vt, vb = r[f"{c}_t"], r[f"{c}_b"]
-                        if not (_present(vt) and _present(vb)):
-                            missing.append(c)
-                        elif str(vt) != str(vb):
-                            differ.append(f"{c} {str(vt)[:12]}≠{str(vb)[:12]}")
-                    if differ:
-                        status, detail = "mismatch", "; ".join(differ)
-                    elif missing or not fps:
-                        status = "unaudited"
-                        detail = "missing " + ", ".join(missing or list(FINGERPRINT_COLUMNS))
-                rows.append(
-                    {"task": task, "model": model, "masker": treat, "baseline": base,
-                     "seed": r["seed"], "status": status, "detail": detail,
-                     "value_treatment": r["value_t"], "value_baseline": r["value_b"]}
-                )
-    return pd.DataFrame(rows, columns=[*AUDIT_COLUMNS, "value_treatment", "value_baseline"])
+    keep = ["task", "model", "seed", "value", *fps]
+    cells = runs[["task", "model"]].drop_duplicates().reset_index(drop=True)
+    cells["_cell"] = np.arange(len(cells))
+    parts = []
+    for order, (treat, base) in enumerate(pairs):
+        t = runs.loc[runs["masker"] == treat, keep]
+        b = runs.loc[runs["masker"] == base, keep]
+        # Only cells where both maskers ran: a pair of maskers absent from a cell is not a gap.
+        both = t[["task", "model"]].drop_duplicates().merge(b[["task", "model"]].drop_duplicates())
+        m = t.merge(b, on=["task", "model", "seed"], how="outer", suffixes=("_t", "_b"),
+                    indicator=True).merge(both, on=["task", "model"])
+        m["masker"], m["baseline"], m["_order"] = treat, base, order
+        parts.append(m)
+    m = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if m.empty:
+        return pd.DataFrame(columns=[*AUDIT_COLUMNS, "value_treatment", "value_baseline"])
+    m = m.merge(cells, on=["task", "model"]).sort_values(["_cell", "_order", "seed"], kind="stable")
+    status = np.full(len(m), "ok", dtype=object)
+    detail = np.full(len(m), "", dtype=object)
+    both_sides = (m["_merge"] == "both").to_numpy()
+    differ = [[] for _ in range(len(m))]
+    missing = np.zeros(len(m), dtype=bool)
+    for c in fps:
+        vt, vb = m[f"{c}_t"], m[f"{c}_b"]
+        have = (vt.notna() & vb.notna()).to_numpy()
+        missing |= ~have
+        neq = have & (vt.astype(str) != vb.astype(str)).to_numpy() & both_sides
+        for i in np.flatnonzero(neq):
+            differ[i].append(f"{c} {str(vt.iloc[i])[:12]}≠{str(vb.iloc[i])[:12]}")
+    unaudited = both_sides & (missing if fps else np.ones(len(m), dtype=bool))
+    status[unaudited] = "unaudited"
+    gone = [c for c in FINGERPRINT_COLUMNS if c not in fps]
+    for i in np.flatnonzero(unaudited):
+        holes = [c for c in fps if pd.isna(m[f"{c}_t"].iloc[i]) or pd.isna(m[f"{c}_b"].iloc[i])]
+        detail[i] = "missing " + ", ".join(holes + gone)
+    for i, d in enumerate(differ):
+        if d:
+            status[i], detail[i] = "mismatch", "; ".join(d)
+    left = (m["_merge"] == "left_only").to_numpy()
+    right = (m["_merge"] == "right_only").to_numpy()
+    status[left], status[right] = "no_baseline", "no_treatment"
+    detail[left] = [f"no {b} run for this seed" for b in m["baseline"].to_numpy()[left]]
+    detail[right] = [f"no {t} run for this seed" for t in m["masker"].to_numpy()[right]]
+    out = pd.DataFrame({
+        "task": m["task"].to_numpy(), "model": m["model"].to_numpy(),
+        "masker": m["masker"].to_numpy(), "baseline": m["baseline"].to_numpy(),
+        "seed": m["seed"].to_numpy(), "status": status, "detail": detail,
+        "value_treatment": m["value_t"].to_numpy(), "value_baseline": m["value_b"].to_numpy(),
+    })
+    return out
 
 
 def pair_runs(

@@ -35,8 +35,8 @@ COLUMNS = [
     "d_z", "mde", "margin", "p_tost", "equivalent", "level", "warning",
 ]
 
-# Below this many pairs the measured coverage of the 95 % BCa interval falls short of
-# nominal by more than two points (analysis/README.md, bench/analysis.py --coverage).
+# Below this many pairs the measured coverage of the 95 % BCa interval falls 1.5-11 points
+# short of nominal for normal data (analysis/README.md, bench/analysis.py --coverage).
 BOOT_UNDERCOVERS_BELOW = 30
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._frames import check_runs, ordered_groups, resolve_comparisons
-from analysis.power import seeds_needed
+from analysis.power import seeds_needed_curve
 
 
 def _axes(ax, figsize):
@@ -128,7 +128,7 @@ def power_curve(table: pd.DataFrame, effects_points=None, alpha: float | None = 
     recs = [r for r in table.to_dict("records") if np.isfinite(r["sd_diff"]) and r["sd_diff"] > 0]
     for i, r in enumerate(recs):
         a = alpha if alpha is not None else 1 - float(r["level"])
-        n = [seeds_needed(e / 100, r["sd_diff"], a, power) for e in effects_points]
+        n = seeds_needed_curve(np.asarray(effects_points) / 100, r["sd_diff"], a, power)
         ax.plot(effects_points, n, color=f"C{i % 10}", lw=1.3, label=_label(r))
     if len(table):
         ax.axhline(float(table["n_pairs"].max()), color="0.3", ls=":", lw=1,

@@ -9,10 +9,13 @@ the drawn examples, averages over the drawn seeds, and takes treatment - baselin
 Vectorisation: every supported metric is a function of the confusion matrix, and an
 example resample is a count vector ``w`` (N,), so the confusion matrices of all R runs of
 a task under a chunk of resamples are one matrix product ``W @ X`` with ``W`` (b, N)
-resample counts and ``X`` (N, R x K x K) one-hot (label, prediction) codes. There is no
-Python loop over resamples, and the example resamples of a task are drawn once and shared
-by all its comparisons (each still a valid paired bootstrap; their Monte Carlo errors are
-merely correlated). Seed resamples are drawn per comparison.
+resample counts and ``X`` (N, ~R x K x (K-1)) indicators of (label, prediction) cells.
+Each run's metric under each resample is computed once per task; a comparison then only
+gathers and averages the drawn seeds' scores. There is no Python loop over resamples, and
+the example resamples of a task are drawn once and shared by all its comparisons (each
+still a valid paired bootstrap; their Monte Carlo errors are merely correlated). Seed
+resamples are drawn per comparison. ``n_jobs`` spreads resample chunks over joblib
+threads.
 
 Streams: example resamples come from ``(seed, task, chunk number)`` and seed resamples from
 ``(seed, comparison)``, so a comparison's result does not depend on which other
@@ -63,38 +66,69 @@ def confusions(labels, preds, num_labels: int, ex_draws: Iterable[np.ndarray], n
     preds = np.asarray(preds, dtype=np.int64)
     r, n = preds.shape
     k = num_labels
-    cols = (np.arange(r)[:, None] * k + labels[None, :]) * k + preds  # (R, N)
-    onehot = np.zeros((n, r * k * k))
-    onehot[np.tile(np.arange(n), r), cols.ravel()] = 1.0
+    # Columns: per run, cm[y, p] for p < K-1 (K(K-1) of them), then the K label counts,
+    # shared by all runs; each row's last cell is its label count minus the others. Half
+    # the columns of a full one-hot for binary tasks, so half the product.
+    kk = k * (k - 1)
+    design = np.zeros((n, r * kk + k), dtype=np.float32)
+    rows = np.arange(n)
+    for j in range(r):
+        hit = preds[j] < k - 1
+        design[rows[hit], j * kk + labels[hit] * (k - 1) + preds[j, hit]] = 1.0
+    design[rows, r * kk + labels] = 1.0
 
     def chunk_counts(ex_idx):
         b = ex_idx.shape[0]
         flat = (ex_idx + (np.arange(b) * n)[:, None]).ravel()
         # A (b, N) bincount stays cache-sized; one (B, N) pass is several times slower.
-        w = np.bincount(flat, minlength=b * n).reshape(b, n)
-        return (w @ onehot).reshape(b, r, k, k)
+        w = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float32)
+        # float32 is exact here: every count is an integer <= N < 2**24.
+        prod = (w @ design).astype(np.float64)
+        part = prod[:, : r * kk].reshape(b, r, k, k - 1)
+        label_counts = prod[:, r * kk :]  # (b, K)
+        last = label_counts[:, None, :] - part.sum(axis=-1)
+        return np.concatenate([part, last[..., None]], axis=-1)
 
     ex_draws = list(ex_draws)
-    if n_jobs == 1 or len(ex_draws) < 2:
-        parts = [chunk_counts(e) for e in ex_draws]
-    else:
-        from joblib import Parallel, delayed
+    with _single_threaded_blas():
+        if n_jobs == 1 or len(ex_draws) < 2:
+            parts = [chunk_counts(e) for e in ex_draws]
+        else:
+            from joblib import Parallel, delayed
 
-        parts = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(chunk_counts)(e) for e in ex_draws)
+            parts = Parallel(n_jobs=n_jobs, prefer="threads")(
+                delayed(chunk_counts)(e) for e in ex_draws
+            )
     return np.concatenate(parts, axis=0)
 
 
-def seed_averaged(cm, rows_t, rows_b, seed_idx, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _single_threaded_blas():
+    """Limit BLAS to one thread around the (b, N) @ (N, R K K) products.
+
+    They are skinny; OpenBLAS's threads cost more than they bring there, and on a busy
+    2-core machine its spinning workers made them 5-10x slower (measured: 11-20 ms vs
+    1.8 ms per 512-resample chunk). Parallelism comes from ``n_jobs`` instead.
+    threadpoolctl is optional: without it the products just run with the default threads.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - depends on the environment
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def seed_averaged(scores, rows_t, rows_b, seed_idx) -> tuple[np.ndarray, np.ndarray]:
     """Seed-averaged metric of treatment and baseline per resample.
 
-    ``cm`` (B, R, K, K); ``rows_t``/``rows_b`` (S,) run rows of the paired seeds;
-    ``seed_idx`` (B, S) drawn seed positions. Returns two (B,) arrays.
+    ``scores`` (B, R): each run's metric under each resample; ``rows_t``/``rows_b`` (S,)
+    run rows of the paired seeds; ``seed_idx`` (B, S) drawn seed positions. Returns two
+    (B,) arrays.
     """
     rows_t, rows_b = np.asarray(rows_t), np.asarray(rows_b)
-    b = np.arange(cm.shape[0])[:, None]
-    score_t = metric_from_confusion(metric, cm[b, rows_t[seed_idx]]).mean(axis=1)
-    score_b = metric_from_confusion(metric, cm[b, rows_b[seed_idx]]).mean(axis=1)
-    return score_t, score_b
+    b = np.arange(scores.shape[0])[:, None]
+    return scores[b, rows_t[seed_idx]].mean(axis=1), scores[b, rows_b[seed_idx]].mean(axis=1)
 
 
 def resample_scores_loop(labels, pred_t, pred_b, metric, num_labels, seed_idx, ex_idx):
@@ -141,11 +175,12 @@ def multibootstrap_arrays(
     k = max(_num_labels(labels, np.concatenate([pt, pb])), num_labels or 0)
     preds = np.concatenate([pt, pb])
     rows_t, rows_b = np.arange(s), np.arange(s, 2 * s)
-    full = confusions(labels, preds, k, [np.arange(n)[None, :]])
-    est_t, est_b = seed_averaged(full, rows_t, rows_b, np.arange(s)[None, :], metric)
-    cm = confusions(labels, preds, k, example_draws(seed, key[0], n_boot, n))
+    full = metric_from_confusion(metric, confusions(labels, preds, k, [np.arange(n)[None, :]]))
+    est_t, est_b = seed_averaged(full, rows_t, rows_b, np.arange(s)[None, :])
+    scores = metric_from_confusion(
+        metric, confusions(labels, preds, k, example_draws(seed, key[0], n_boot, n)))
     seed_idx = stable_rng(seed, "multibootstrap-seeds", *key).integers(0, s, (n_boot, s))
-    bt, bb = seed_averaged(cm, rows_t, rows_b, seed_idx, metric)
+    bt, bb = seed_averaged(scores, rows_t, rows_b, seed_idx)
     delta = bt - bb
     return {"n_seeds": s, "n_examples": n, **_summarise(est_t[0], est_b[0], delta, alpha),
             "deltas": delta}
@@ -243,7 +278,7 @@ def multibootstrap(
         runs_order = list(arrays)
         k = _num_labels(labels, np.stack([arrays[r] for r in runs_order]))
         n = labels.size
-        cm = None
+        scores = None
         for model in pd.unique(order.loc[order["task"] == task, "model"]):
             if (task, model) not in present:
                 continue
@@ -254,19 +289,21 @@ def multibootstrap(
                     seeds = [s for s in seeds if (task, model, treat, base, s) in allowed]
                 if not seeds:
                     continue
-                if cm is None:  # one (B, R, K, K) tensor per task, shared by its comparisons
+                if scores is None:  # every run's (B,) scores, shared by the task's comparisons
                     preds_all = np.stack([arrays[r] for r in runs_order])
-                    full = confusions(labels, preds_all, k, [np.arange(n)[None, :]])
-                    cm = confusions(labels, preds_all, k, example_draws(seed, task, n_boot, n),
-                                    n_jobs=n_jobs)
+                    metric = metric_of[task]
+                    full = metric_from_confusion(
+                        metric, confusions(labels, preds_all, k, [np.arange(n)[None, :]]))
+                    scores = metric_from_confusion(metric, confusions(
+                        labels, preds_all, k, example_draws(seed, task, n_boot, n),
+                        n_jobs=n_jobs))
                 key = (task, model, treat, base)
                 rows_t = [runs_order.index((model, treat, s)) for s in seeds]
                 rows_b = [runs_order.index((model, base, s)) for s in seeds]
-                est_t, est_b = seed_averaged(full, rows_t, rows_b,
-                                             np.arange(len(seeds))[None, :], metric_of[task])
+                est_t, est_b = seed_averaged(full, rows_t, rows_b, np.arange(len(seeds))[None, :])
                 seed_idx = stable_rng(seed, "multibootstrap-seeds", *key).integers(
                     0, len(seeds), (n_boot, len(seeds)))
-                bt, bb = seed_averaged(cm, rows_t, rows_b, seed_idx, metric_of[task])
+                bt, bb = seed_averaged(scores, rows_t, rows_b, seed_idx)
                 rows.append({"task": task, "model": model, "masker": treat, "baseline": base,
                              "n_seeds": len(seeds), "n_examples": n,
                              **_summarise(est_t[0], est_b[0], bt - bb, alpha)})

@@ -16,7 +16,7 @@ from analysis.bootstrap import (
     bootstrap_means_loop,
     interval_from_boot,
 )
-from analysis.power import mde, paired_power, power_table, seeds_needed
+from analysis.power import mde, paired_power, power_table, seeds_needed, seeds_needed_curve
 
 
 @pytest.mark.parametrize("n", [3, 5, 10, 20])
@@ -118,3 +118,14 @@ def test_power_table_rows_and_labels():
     np.testing.assert_allclose(pt["effect_points"][:3], [0.5, 1.0, 2.0])
     assert pt["seeds_needed"].iloc[1] == seeds_needed(0.01, 0.01)
     assert pt["seeds_needed"].iloc[4:].isna().all()
+
+
+@pytest.mark.parametrize("sd", [0.003, 0.01, 0.03])
+def test_seeds_needed_curve_equals_walk_from_two(sd):
+    effects = np.geomspace(0.002, 0.05, 25)
+    got = seeds_needed_curve(effects, sd)
+    for e, n in zip(effects, got, strict=True):
+        k = 2
+        while paired_power(e, sd, k) < 0.8:
+            k += 1
+        assert n == k
