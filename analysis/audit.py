@@ -119,6 +119,13 @@ def pair_runs(
     if on_mismatch not in ("raise", "drop"):
         raise ValueError(f"on_mismatch must be 'raise' or 'drop', got {on_mismatch!r}")
     audit = _audit(runs, pairs)
+    cells_of = runs.groupby("masker")[["task", "model"]].apply(
+        lambda g: set(map(tuple, g.values)))
+    for treat, base in pairs:
+        lonely = sorted(cells_of.get(treat, set()) ^ cells_of.get(base, set()), key=str)
+        if lonely:
+            where = ", ".join("/".join(map(str, c)) for c in lonely)
+            warn(f"{treat} vs {base} not compared on {where}: only one of the two maskers ran there")
     has_fps = any(c in runs.columns for c in FINGERPRINT_COLUMNS)
     bad = audit[audit["status"] == "mismatch"]
     if len(bad) and on_mismatch == "raise":

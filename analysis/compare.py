@@ -70,8 +70,9 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     rounded = np.round(d, TIE_DECIMALS)
     n_nonzero = int(np.count_nonzero(rounded))
     floor = min_exact_p(n_nonzero)
-    if floor >= alpha:
-        notes.append(f"n_pairs={n}: exact tests cannot reach p<{floor:.4g}")
+    if n_nonzero and floor >= alpha:
+        pairs_txt = f"n_pairs={n}" + (f" ({n_nonzero} non-zero)" if n_nonzero < n else "")
+        notes.append(f"{pairs_txt}: exact tests cannot reach p<{floor:.4g}")
     if n < 3:
         notes.append("bootstrap CI not computed (n<3)")
     elif n < BOOT_UNDERCOVERS_BELOW:

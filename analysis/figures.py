@@ -7,12 +7,13 @@ matplotlib is imported on first use so ``import analysis`` stays light.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis._frames import check_runs, ordered_groups, resolve_comparisons
+from analysis._frames import AnalysisWarning, check_runs, ordered_groups, resolve_comparisons
 from analysis.power import seeds_needed_curve
 
 
@@ -69,7 +70,9 @@ def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
     pairs = resolve_comparisons(runs, baseline, comparisons)
     from analysis.audit import pair_runs
 
-    paired, _, _ = pair_runs(runs, pairs, on_mismatch="drop")
+    with warnings.catch_warnings():  # compare() has already said what pairing dropped
+        warnings.simplefilter("ignore", AnalysisWarning)
+        paired, _, _ = pair_runs(runs, pairs, on_mismatch="drop")
     groups = list(paired.groupby(["task", "model", "masker", "baseline"], sort=False))
     fig, ax = _axes(ax, (max(6.0, 1.1 * len(groups) + 1), 4.2))
     ticks, labels = [], []

@@ -57,11 +57,13 @@ def summary_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
         if eq and len(eq) < m:
             txt += " (" + ", ".join(_name(r) for r in eq) + ")"
         parts.append(txt)
-    small = table.loc[table["n_pairs"] < 6, "n_pairs"]
-    if len(small):
-        n_small = int(small.min())
-        parts.append(
-            f"with {n_small} seed pairs the exact tests cannot reach p < {2.0 ** (1 - n_small):.4g}"
-            if n_small >= 1 else "some comparisons have no seed pairs"
-        )
+    untested = int((table["n_pairs"] < 2).sum())
+    if untested:
+        parts.append(f"{untested} comparison(s) with fewer than 2 seed pairs could not be tested")
+    n = table["n_pairs"].to_numpy()
+    floored = np.unique(n[(n >= 2) & (2.0 ** (1 - n.clip(min=1)) >= alpha)])
+    if floored.size:
+        top = int(floored.max())
+        at = f"{top}" if floored.size == 1 else f"≤ {top}"
+        parts.append(f"with {at} seed pairs the exact tests cannot reach p < {2.0 ** (1 - top):.4g}")
     return "; ".join(parts) + "."

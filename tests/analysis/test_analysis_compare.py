@@ -189,3 +189,11 @@ def test_source_never_calls_global_rng():
         for m in re.finditer(r"np\.random\.(\w+)", path.read_text()):
             assert m.group(1) in allowed, f"{path.name}: np.random.{m.group(1)}"
         assert not re.search(r"^\s*import random|^from random", path.read_text(), re.M)
+
+
+def test_masker_missing_from_a_cell_is_reported(make_runs):
+    runs = pd.concat([make_runs({"a": D_A}, model="m1"),
+                      make_runs({"a": D_A}, model="m2").query("masker == 'none'")])
+    with pytest.warns(AnalysisWarning, match="a vs none not compared on t/m2"):
+        table = compare(runs, n_boot=100)
+    assert list(table.model) == ["m1"]

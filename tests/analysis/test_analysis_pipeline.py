@@ -118,3 +118,17 @@ def test_figures_draw_on_given_axes_and_return_figure(study):
         ax = fig.add_subplot()
         assert draw(ax) is fig
         assert draw(None) is not fig
+
+
+def test_write_analysis_survives_degenerate_study(make_runs, tmp_path):
+    """n = 1, n = 2, all-zero and constant differences in one study: files, not a crash."""
+    runs = make_runs({"one": [0.01], "two": [0.01, 0.03], "zero": [0.0] * 4,
+                      "const": [0.01] * 4}, base_values=[0.8] * 4)
+    with pytest.warns(analysis.AnalysisWarning):
+        files = write_analysis(runs, None, out_dir=tmp_path, baseline="none", margin=0.005,
+                               n_boot=200)
+    table = pd.read_csv(files["comparisons.csv"])
+    assert list(table.n_pairs) == [1, 2, 4, 4]
+    assert "no test possible" in table.warning[0]
+    assert files["forest.png"].stat().st_size > 0 and files["power_curve.png"].exists()
+    assert "4 comparisons" in files["summary.txt"].read_text()
