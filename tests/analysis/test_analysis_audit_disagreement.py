@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _analysis_testkit import make_runs
 
 from analysis import (
     AnalysisWarning,
@@ -22,14 +23,14 @@ def with_fps(runs):
     return runs
 
 
-def test_matching_fingerprints_pair(make_runs):
+def test_matching_fingerprints_pair():
     runs = with_fps(make_runs({"a": [0.01, 0.02, 0.0, 0.01]}))
     audit = audit_pairing(runs)
     assert set(audit.status) == {"ok"} and len(audit) == 4
     assert compare(runs, n_boot=100).n_pairs.iloc[0] == 4
 
 
-def test_mismatched_fingerprint_is_refused_with_clear_message(make_runs):
+def test_mismatched_fingerprint_is_refused_with_clear_message():
     runs = with_fps(make_runs({"a": [0.01, 0.02, 0.0, 0.01]}, task="mrpc", model="bert"))
     runs.loc[(runs.masker == "a") & (runs.seed == 2), "head_init_fp"] = "head-other"
     with pytest.raises(PairingError) as err:
@@ -47,14 +48,14 @@ def test_mismatched_fingerprint_is_refused_with_clear_message(make_runs):
         compare(runs, on_mismatch="ignore")
 
 
-def test_data_order_mismatch_also_refused(make_runs):
+def test_data_order_mismatch_also_refused():
     runs = with_fps(make_runs({"a": [0.01, 0.02, 0.0]}))
     runs.loc[(runs.masker == "none") & (runs.seed == 0), "data_order_fp"] = "x"
     with pytest.raises(PairingError, match="data_order_fp"):
         compare(runs)
 
 
-def test_missing_fingerprints_are_unaudited_not_refused(make_runs):
+def test_missing_fingerprints_are_unaudited_not_refused():
     runs = with_fps(make_runs({"a": [0.01, 0.02, 0.0]}))
     runs.loc[runs.seed == 1, "head_init_fp"] = None
     audit = audit_pairing(runs).set_index("seed")
@@ -90,7 +91,7 @@ def test_disagreement_edge_cases():
     assert zero["share_sign_disagree"] == 0 and zero["share_win"] == 0
 
 
-def test_single_run_disagreement_table(make_runs):
+def test_single_run_disagreement_table():
     runs = make_runs({"a": [0.01, -0.01, 0.01, 0.01], "b": [0.0, 0.002, -0.001, 0.0]})
     dis = single_run_disagreement(runs, "none", win_threshold=0.005)
     assert list(dis.masker) == ["a", "b"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _analysis_testkit import make_runs, small_study
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
@@ -29,7 +30,7 @@ def diffs_of(runs, masker, baseline="none"):
     return (t[common] - b[common]).to_numpy()
 
 
-def test_columns_and_values_against_references(make_runs):
+def test_columns_and_values_against_references():
     runs = make_runs({"a": D_A, "b": D_B})
     table = compare(runs, baseline="none", alpha=0.05, margin=0.01, n_boot=2000, seed=3)
     assert list(table.columns) == COLUMNS
@@ -64,7 +65,7 @@ def test_columns_and_values_against_references(make_runs):
     assert "zero difference(s) dropped by Wilcoxon" in table.warning.iloc[1]
 
 
-def test_holm_over_whole_table_across_cells(make_runs):
+def test_holm_over_whole_table_across_cells():
     rng = np.random.default_rng(1)
     frames = [make_runs({"a": rng.normal(0.01, 0.01, 6), "b": rng.normal(0, 0.01, 6)},
                         task=t, model=m) for t in ("t1", "t2") for m in ("m1", "m2")]
@@ -74,12 +75,12 @@ def test_holm_over_whole_table_across_cells(make_runs):
                                atol=1e-12)
 
 
-def test_one_comparison_only(make_runs):
+def test_one_comparison_only():
     table = compare(make_runs({"a": D_A}), n_boot=300)
     assert len(table) == 1 and table.p_adj.iloc[0] == pytest.approx(table.p_ttest.iloc[0])
 
 
-def test_n1_and_n2_give_nan_with_warning_not_crash(make_runs):
+def test_n1_and_n2_give_nan_with_warning_not_crash():
     runs = make_runs({"a": [0.01, 0.02], "b": [0.03]})
     with pytest.warns(AnalysisWarning, match="fewer than 2 pairs"):
         table = compare(runs, n_boot=500)
@@ -92,7 +93,7 @@ def test_n1_and_n2_give_nan_with_warning_not_crash(make_runs):
     assert two.p_signflip == pytest.approx(0.5) and "cannot reach p<0.5" in two.warning
 
 
-def test_all_zero_and_constant_differences(make_runs):
+def test_all_zero_and_constant_differences():
     runs = make_runs({"same": [0.0] * 5, "const": [0.01] * 5})
     table = compare(runs, n_boot=500, margin=0.02).set_index("masker")
     z, c = table.loc["same"], table.loc["const"]
@@ -103,14 +104,14 @@ def test_all_zero_and_constant_differences(make_runs):
     assert "sd_diff=0" in c.warning
 
 
-def test_constant_scores_and_ties(make_runs):
+def test_constant_scores_and_ties():
     runs = make_runs({"a": [0.01, 0.01, -0.01, 0.02, 0.01, 0.0]}, base_values=[0.8] * 6)
     table = compare(runs, n_boot=300)
     assert "tied |differences|" in table.warning.iloc[0]
     assert np.isfinite(table.p_wilcoxon.iloc[0])
 
 
-def test_unmatched_seeds_dropped_with_warning(make_runs):
+def test_unmatched_seeds_dropped_with_warning():
     runs = make_runs({"a": D_A})
     runs = runs[~((runs.masker == "none") & (runs.seed == 4))]
     with pytest.warns(AnalysisWarning, match=r"dropped seed\(s\) \[4\]"):
@@ -118,7 +119,7 @@ def test_unmatched_seeds_dropped_with_warning(make_runs):
     assert table.n_pairs.iloc[0] == 4 and "dropped seed(s) [4]" in table.warning.iloc[0]
 
 
-def test_explicit_comparisons_typhoon_style(make_runs):
+def test_explicit_comparisons_typhoon_style():
     runs = make_runs({"random": D_B, "whole-word": D_A, "typhoon": D_A}, baseline="none")
     table = compare(runs, comparisons=[("typhoon", "random"), ("typhoon", "whole-word")],
                     n_boot=300)
@@ -131,7 +132,7 @@ def test_explicit_comparisons_typhoon_style(make_runs):
         compare(runs, baseline="none", comparisons=[("typhoon", "random")])
 
 
-def test_default_baseline_and_errors(make_runs):
+def test_default_baseline_and_errors():
     runs = make_runs({"a": D_A})
     assert compare(runs, n_boot=100).baseline.iloc[0] == "none"
     with pytest.raises(ValueError, match="did you mean 'none'"):
@@ -146,7 +147,7 @@ def test_default_baseline_and_errors(make_runs):
         compare(runs, margin=-0.01)
 
 
-def test_failed_runs_are_ignored(make_runs):
+def test_failed_runs_are_ignored():
     runs = make_runs({"a": D_A}).assign(status="done")
     runs.loc[(runs.masker == "a") & (runs.seed == 0), "status"] = "failed"
     with pytest.warns(AnalysisWarning, match="not 'done'"):
@@ -154,12 +155,12 @@ def test_failed_runs_are_ignored(make_runs):
     assert table.n_pairs.iloc[0] == 4
 
 
-def test_no_margin_gives_missing_equivalence(make_runs):
+def test_no_margin_gives_missing_equivalence():
     table = compare(make_runs({"a": D_A}), n_boot=100)
     assert table.equivalent.isna().all() and table.p_tost.isna().all()
 
 
-def test_same_seed_same_table_and_streams_per_comparison(make_runs):
+def test_same_seed_same_table_and_streams_per_comparison():
     rng = np.random.default_rng(0)
     runs = make_runs({"a": rng.normal(0.01, 0.01, 12), "b": rng.normal(0, 0.01, 12)})
     t1 = compare(runs, n_boot=1000, seed=7)
@@ -172,7 +173,8 @@ def test_same_seed_same_table_and_streams_per_comparison(make_runs):
     assert t4.boot_ci_low.iloc[0] == t1.boot_ci_low.iloc[0]
 
 
-def test_no_global_rng_use(study):
+def test_no_global_rng_use():
+    study = small_study()
     runs, preds = study
     np.random.seed(123)
     random.seed(123)
@@ -191,7 +193,7 @@ def test_source_never_calls_global_rng():
         assert not re.search(r"^\s*import random|^from random", path.read_text(), re.M)
 
 
-def test_masker_missing_from_a_cell_is_reported(make_runs):
+def test_masker_missing_from_a_cell_is_reported():
     runs = pd.concat([make_runs({"a": D_A}, model="m1"),
                       make_runs({"a": D_A}, model="m2").query("masker == 'none'")])
     with pytest.warns(AnalysisWarning, match="a vs none not compared on t/m2"):

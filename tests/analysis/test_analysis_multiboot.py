@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _analysis_testkit import small_study
 
 from analysis import PairingError, compare, multibootstrap
 from analysis._frames import stable_rng
@@ -50,7 +51,8 @@ def test_vectorised_equals_loop_on_same_draws(metric):
     assert res["p_one_sided"] == pytest.approx(np.mean(lt - lb <= 0))
 
 
-def test_frame_api_matches_runs_and_is_seeded(study):
+def test_frame_api_matches_runs_and_is_seeded():
+    study = small_study()
     runs, preds = study
     mb = multibootstrap(preds, runs, baseline="none", n_boot=400, seed=2)
     assert len(mb) == 8 and set(mb.metric) == {"f1", "mcc"}
@@ -69,7 +71,8 @@ def test_frame_api_matches_runs_and_is_seeded(study):
     assert not np.allclose(other.ci_low, mb.ci_low)
 
 
-def test_metric_by_task_and_comparisons(study):
+def test_metric_by_task_and_comparisons():
+    study = small_study()
     runs, preds = study
     mb = multibootstrap(preds, comparisons=[("typhoon", "random")],
                         metric_by_task={"mrpc": "accuracy", "cola": "accuracy"}, n_boot=200)
@@ -79,7 +82,8 @@ def test_metric_by_task_and_comparisons(study):
         multibootstrap(preds, baseline="none", n_boot=10)
 
 
-def test_bad_predictions_are_refused(study):
+def test_bad_predictions_are_refused():
+    study = small_study()
     runs, preds = study
     with pytest.raises(ValueError, match="cover"):
         multibootstrap(preds.iloc[1:], runs, baseline="none", n_boot=10)
@@ -91,7 +95,8 @@ def test_bad_predictions_are_refused(study):
         multibootstrap(preds.drop(columns="label"), runs, n_boot=10)
 
 
-def test_pairing_audit_applies(study):
+def test_pairing_audit_applies():
+    study = small_study()
     runs, preds = study
     runs = runs.copy()
     runs.loc[runs.index[5], "head_init_fp"] = "different"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _analysis_testkit import make_runs, small_study
 
 import analysis
 from analysis import analyze, compare, figures, summary_sentence, write_analysis
@@ -24,7 +25,8 @@ def test_import_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_write_analysis_writes_every_file(study, tmp_path):
+def test_write_analysis_writes_every_file(tmp_path):
+    study = small_study()
     runs, preds = study
     files = write_analysis(runs, preds, out_dir=tmp_path / "out", baseline="none",
                            margin=0.01, n_boot=300, seed=1)
@@ -48,14 +50,16 @@ def test_write_analysis_writes_every_file(study, tmp_path):
     assert files["forest.png"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_write_analysis_without_predictions(study, tmp_path):
+def test_write_analysis_without_predictions(tmp_path):
+    study = small_study()
     runs, _ = study
     files = write_analysis(runs, None, out_dir=tmp_path, comparisons=[("typhoon", "random")],
                            n_boot=200)
     assert "multibootstrap.csv" not in files and "comparisons.tex" in files
 
 
-def test_analysis_result_tables(study):
+def test_analysis_result_tables():
+    study = small_study()
     runs, preds = study
     res = analyze(runs, preds, baseline="none", n_boot=200, margin=0.005)
     assert len(res.comparisons) == len(res.multibootstrap) == len(res.disagreement) == 8
@@ -64,7 +68,7 @@ def test_analysis_result_tables(study):
     assert res.summary == summary_sentence(res.comparisons)
 
 
-def test_summary_sentence_variants(make_runs):
+def test_summary_sentence_variants():
     null = compare(make_runs({"a": [0.001, -0.002, 0.0015, 0.0, -0.001, 0.002]}),
                    n_boot=100, margin=0.01)
     s = summary_sentence(null)
@@ -91,7 +95,7 @@ def test_markdown_and_latex_rendering():
     assert latex_escape("whole_word & 50%") == r"whole\_word \& 50\%"
 
 
-def test_latex_table_points_and_bold(make_runs):
+def test_latex_table_points_and_bold():
     table = compare(make_runs({"whole_word": [0.02, 0.021, 0.019, 0.022, 0.02, 0.018]}),
                     n_boot=100, margin=0.01)
     tex = comparisons_latex(table)
@@ -99,7 +103,8 @@ def test_latex_table_points_and_bold(make_runs):
     assert r"$p_{\mathrm{TOST}}$" in tex and "Holm" in tex
 
 
-def test_figures_draw_on_given_axes_and_return_figure(study):
+def test_figures_draw_on_given_axes_and_return_figure():
+    study = small_study()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -120,7 +125,7 @@ def test_figures_draw_on_given_axes_and_return_figure(study):
         assert draw(None) is not fig
 
 
-def test_write_analysis_survives_degenerate_study(make_runs, tmp_path):
+def test_write_analysis_survives_degenerate_study(tmp_path):
     """n = 1, n = 2, all-zero and constant differences in one study: files, not a crash."""
     runs = make_runs({"one": [0.01], "two": [0.01, 0.03], "zero": [0.0] * 4,
                       "const": [0.01] * 4}, base_values=[0.8] * 4)

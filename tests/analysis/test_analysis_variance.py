@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from _analysis_testkit import make_runs, small_study
 from statsmodels.stats.anova import anova_lm
 
 from analysis import variance_decomposition
 
 
-def test_matches_statsmodels_type1(study):
+def test_matches_statsmodels_type1():
+    study = small_study()
     runs, _ = study
     ours = variance_decomposition(runs).set_index("component")
     fit = smf.ols("value ~ C(task) + C(model) + C(task):C(model) + C(masker)"
@@ -27,7 +29,8 @@ def test_matches_statsmodels_type1(study):
     assert ours["share"].sum() == pytest.approx(1.0)
 
 
-def test_balanced_sums_of_squares_by_hand(study):
+def test_balanced_sums_of_squares_by_hand():
+    study = small_study()
     runs, _ = study
     ours = variance_decomposition(runs).set_index("component")
     y = runs["value"]
@@ -46,7 +49,7 @@ def test_balanced_sums_of_squares_by_hand(study):
     assert ((y - grand) ** 2).sum() == pytest.approx(ours["sum_sq"].sum(), abs=1e-12)
 
 
-def test_single_task_and_constant_values(make_runs):
+def test_single_task_and_constant_values():
     runs = make_runs({"a": [0.01, 0.0, 0.02], "b": [0.0, 0.01, 0.0]})
     vd = variance_decomposition(runs)
     assert "task" not in set(vd.component) and "masker" in set(vd.component)
@@ -56,7 +59,8 @@ def test_single_task_and_constant_values(make_runs):
     assert isinstance(vd, pd.DataFrame)
 
 
-def test_unbalanced_matches_nested_statsmodels_fits(study):
+def test_unbalanced_matches_nested_statsmodels_fits():
+    study = small_study()
     runs, _ = study
     runs = runs.drop(index=[0, 7, 31]).reset_index(drop=True)  # failed runs: unbalanced
     ours = variance_decomposition(runs).set_index("component")

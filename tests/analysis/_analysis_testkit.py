@@ -1,0 +1,55 @@
+"""Shared helpers for the statistics tests: small runs frames with known paired
+differences, and a small synthetic study. Test modules import it before ``analysis``::
+
+    from _analysis_testkit import make_runs, small_study
+
+It is not a conftest.py on purpose: tests/conftest.py is imported as the module
+``conftest`` by other tests, and a second conftest.py here would replace it.
+
+It also makes ``import analysis`` resolve to the real package: pytest puts tests/ on
+sys.path, where tests/analysis/ (no __init__.py) is otherwise picked up as an empty
+namespace package "analysis" ahead of the editable install's finder. With the repository
+root on sys.path the regular package wins the lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+if "analysis" in sys.modules and getattr(sys.modules["analysis"], "__file__", None) is None:
+    # an earlier test imported the namespace impostor; drop it so the next import is real
+    for _name in [n for n in sys.modules if n == "analysis" or n.startswith("analysis.")]:
+        del sys.modules[_name]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def runs_from_diffs(diffs: dict, base_values=None, task="t", model="m", baseline="none",
+                    metric="f1") -> pd.DataFrame:
+    """A runs frame where masker k's value for seed i is base[i] + diffs[k][i]."""
+    n = max(len(v) for v in diffs.values())
+    base = np.linspace(0.70, 0.74, n) if base_values is None else np.asarray(base_values, float)
+    rows = [{"task": task, "model": model, "masker": baseline, "seed": i, "value": float(base[i]),
+             "metric": metric} for i in range(n)]
+    for masker, d in diffs.items():
+        rows += [{"task": task, "model": model, "masker": masker, "seed": i,
+                  "value": float(base[i] + d[i]), "metric": metric} for i in range(len(d))]
+    return pd.DataFrame(rows)
+
+
+make_runs = runs_from_diffs
+
+
+@functools.lru_cache(maxsize=1)
+def small_study() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, predictions) of a small synthetic study: 2 tasks x 2 models x 3 maskers x
+    5 seeds, 300 examples. Cached: callers copy before mutating."""
+    from analysis.synthetic import synthetic_study
+
+    return synthetic_study(models=("bert", "roberta"), n_examples=300, seed=1)
