@@ -8,9 +8,11 @@ a CUDA out-of-memory error on CPU, or to keep a worker busy long enough to kill 
     - {name: boom, kind: test-fault, fail: always}
     - {name: oom-once, kind: test-fault, fail: once, error: oom, marker: /tmp/x/oom-marker}
     - {name: slow, kind: test-fault, sleep_s: 20}
+    - {name: slow-once, kind: test-fault, sleep_s: 60, marker: /tmp/x/slow-marker}
 
-Otherwise it trains exactly like ``none``. The fault fires in ``setup``, after the model and
-data are loaded, like a real failure would.
+With a ``marker`` file, the faults (sleep and ``fail: once``) fire only in the attempt that
+creates the file; later attempts train normally. Otherwise it trains exactly like ``none``.
+The fault fires in ``setup``, after the model and data are loaded, like a real failure would.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ ENV_FLAG = "MASKSTUDY_TEST_MASKERS"
 class FaultParams:
     fail: Literal["never", "always", "once"] = "never"
     error: Literal["runtime", "oom"] = "runtime"
-    marker: str | None = None  # fail: once → the first attempt creates this file and fails
-    sleep_s: float = 0.0  # sleep before anything else (a window to kill the worker)
+    marker: str | None = None  # faults fire only in the attempt that creates this file
+    sleep_s: float = 0.0  # sleep before training (a window to kill the worker)
 
     def __post_init__(self):
         if self.fail == "once" and not self.marker:
@@ -48,17 +50,16 @@ class FaultMasker(Masker):
 
     def setup(self, model, tokenizer, train_batches, total_steps) -> None:
         super().setup(model, tokenizer, train_batches, total_steps)
-        if self.params.sleep_s:
-            time.sleep(self.params.sleep_s)
-        if self.params.fail == "never":
-            return
-        if self.params.fail == "once":
+        first = True
+        if self.params.marker:
             try:
-                fd = os.open(self.params.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.close(os.open(self.params.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
-                return  # not the first attempt: train normally
-            os.close(fd)
-        self._raise()
+                first = False  # a later attempt: train normally
+        if self.params.sleep_s and first:
+            time.sleep(self.params.sleep_s)
+        if self.params.fail == "always" or (self.params.fail == "once" and first):
+            self._raise()
 
     def _raise(self) -> None:
         if self.params.error == "oom":

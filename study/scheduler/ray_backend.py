@@ -69,6 +69,8 @@ class RayBackend:
         return f"ray: {where}, {unit}, at most {self._capacity()} runs in flight"
 
     def open(self) -> None:
+        if self.remote is not None:
+            return
         ray = self.ray
         if not ray.is_initialized():
             if self.cfg.address:
@@ -150,3 +152,4 @@ class RayBackend:
         if self.started_ray:
             self.ray.shutdown()
             self.started_ray = False
+            self.remote = None

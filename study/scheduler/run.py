@@ -46,12 +46,13 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
             if todo == 0:
                 return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
             be = make_backend(name, protocol, protocol.store_path, gpus=gpus)
-            print(f"{protocol.name}: {be.describe()}", file=stream)
             progress = Progress(total=len(specs), already_done=counts["done"], already_failed=counts["failed"],
                                 stream=stream, tty=progress_tty)
             driver = Driver(specs, store, be, protocol.execution.max_attempts, progress=progress,
                             heartbeat=lock.heartbeat)
             try:
+                be.open()  # (idempotent: the driver opens it too) to describe the real resources
+                print(f"{protocol.name}: {be.describe()}", file=stream)
                 counts = driver.run()
             except (KeyboardInterrupt, Interrupted) as e:
                 progress.close()
@@ -59,6 +60,8 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
                 print(f"{protocol.name}: {why}; running attempts were stopped and set back to pending. "
                       f"Run the same command again to resume.", file=stream)
                 return EXIT_INTERRUPTED
+            finally:
+                be.close(cancel=True)  # no-op after a clean run; shuts down what open() started otherwise
             progress.close()
         finally:
             lock.release()

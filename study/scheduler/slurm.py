@@ -86,6 +86,8 @@ class SlurmBackend:
                 f"{c.cpus_per_task} CPUs per task; submitit folder {self.folder}")
 
     def open(self) -> None:
+        if self.executor is not None:
+            return
         c = self.cfg
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.executor = self.submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=c.executor,
