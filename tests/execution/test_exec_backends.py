@@ -41,13 +41,26 @@ def test_slurm_backend_through_submitit_local_executor(tmp_path):
     assert len([p for p in folder.iterdir() if p.name.isdigit()]) == 2  # one submitit job per run
 
 
-def test_slurm_job_preempted_mid_run_is_requeued(tmp_path, monkeypatch):
+@pytest.fixture
+def test_fault_here(monkeypatch):
+    """Register the test-fault kind in this process for one test (to build its spec), then remove it."""
+    import sys
+
+    from study.registry import MASKERS
+
+    monkeypatch.setenv("MASKSTUDY_TEST_MASKERS", "1")  # (inherited by the submitit job and its worker)
+    import study.maskers.testing  # noqa: F401
+
+    yield
+    MASKERS._items.pop("test-fault", None)
+    sys.modules.pop("study.maskers.testing", None)
+
+
+def test_slurm_job_preempted_mid_run_is_requeued(tmp_path, test_fault_here):
     """A pre-emption signal (USR2) reaches the job mid-run: its worker is killed, submitit requeues
     the checkpointable job, and the rerun returns the result. (The local executor's own
     ``job._interrupt()`` signals its controller, not the job, so the test signals the job.)"""
     submitit = pytest.importorskip("submitit")
-    monkeypatch.setenv("MASKSTUDY_TEST_MASKERS", "1")
-    import study.maskers.testing  # noqa: F401  (registers test-fault in this process)
     from study.protocol import load_protocol
     from study.scheduler.slurm import SlurmRun
     from study.spec import expand
