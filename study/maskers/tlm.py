@@ -27,6 +27,7 @@ realised rate is masked real tokens / real tokens, over all layers and steps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,11 +49,16 @@ class TLMParams:
             raise ParamError("rate", "1.0 masks every token in every layer", "use a rate below 1")
 
 
+@functools.lru_cache(maxsize=32)
+def _eyes(t: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    eye = torch.eye(t, dtype=torch.bool, device=device)
+    return eye, ~eye
+
+
 def tlm_allowed(d: torch.Tensor, siblings: torch.Tensor) -> torch.Tensor:
     """Vectorised TLM mask. d, siblings: (B, T) bool → allowed (B, T, T) bool (rows = queries)."""
-    t = d.shape[1]
-    eye = torch.eye(t, dtype=torch.bool, device=d.device)
-    masked_rows = torch.where(siblings[:, :, None], eye, ~eye)
+    eye, not_eye = _eyes(d.shape[1], str(d.device))
+    masked_rows = torch.where(siblings[:, :, None], eye, not_eye)
     return torch.where(d[:, :, None], d[:, None, :], masked_rows)
 
 
@@ -74,6 +80,44 @@ def tlm_allowed_rowwise(d: torch.Tensor, siblings: torch.Tensor) -> torch.Tensor
             rows.append(row.unsqueeze(0))
         rows_b.append(torch.cat(rows).unsqueeze(0))
     return torch.cat(rows_b).bool()
+
+
+@functools.lru_cache(maxsize=64)
+def _row_templates(t: int, device: str, dtype: torch.dtype, causal: bool, window: int | None):
+    """Additive (T, T) rows of a siblings-masked and a self-masked token, within the structure."""
+    low = torch.finfo(dtype).min
+    eye, not_eye = _eyes(t, device)
+    structure = structure_mask(t, causal, window, device)
+    self_rows = not_eye
+    if structure is not None:  # a self-masked first token of a causal model would see nothing
+        self_rows = not_eye & structure
+        self_rows = self_rows | (~self_rows.any(-1, keepdim=True) & eye)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(eye, zero, low), torch.where(self_rows, zero, low), structure
+
+
+def tlm_additive(d: torch.Tensor, siblings: torch.Tensor, dtype=torch.float32, causal: bool = False,
+                 window: int | None = None) -> torch.Tensor:
+    """The additive (B, 1, T, T) mask of ``tlm_allowed`` (∧ structure), built by one row gather.
+
+    Every row is one of B + 2T distinct rows: a kept token's row is its example's d (as 0 /
+    finfo.min), a masked token's row is row i of the siblings or self template. So the mask is
+    ``table[index]`` with a (B + 2T, T) table — one pass over the output instead of several
+    broadcast ``where``s. A causal structure (or sliding window) is applied on top; the
+    templates already respect it, and a kept row always keeps its own position.
+    """
+    b, t = d.shape
+    low = torch.finfo(dtype).min
+    sib_rows, self_rows, structure = _row_templates(t, str(d.device), dtype, causal, window)
+    kept_rows = torch.where(d, torch.zeros((), dtype=dtype, device=d.device), low)
+    table = torch.cat([kept_rows, sib_rows, self_rows])
+    pos = torch.arange(t, device=d.device)
+    index = torch.where(d, torch.arange(b, device=d.device)[:, None],
+                        torch.where(siblings, b + pos, b + t + pos))
+    out = torch.index_select(table, 0, index.reshape(-1)).view(b, 1, t, t)
+    if structure is not None:
+        out = out.masked_fill(~structure, low)
+    return out
 
 
 def structure_mask(t: int, causal: bool, sliding_window: int | None, device) -> torch.Tensor | None:
@@ -121,14 +165,19 @@ class TLMMasker(Masker):
 
     def draw(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d, siblings) for one layer, from the masker's generator."""
-        b, t = real.shape
         gen = self.generator
-        keep = torch.rand((b, t), generator=gen, device=gen.device).to(real.device) >= self.params.rate
-        if self.params.variant == "both":
-            siblings = torch.rand((b, t), generator=gen, device=gen.device).to(real.device) < 0.5
-        else:
-            siblings = torch.full((b, t), self.params.variant == "siblings", device=real.device)
-        return real & keep, siblings
+        both = self.params.variant == "both"
+        u = torch.rand((2 if both else 1, *real.shape), generator=gen, device=gen.device).to(real.device)
+        d = real & (u[0] >= self.params.rate)
+        if both:
+            return d, u[1] < 0.5
+        return d, torch.full_like(real, self.params.variant == "siblings")
+
+    def build(self, real: torch.Tensor, causal: bool, sliding_window: int | None, dtype) -> torch.Tensor:
+        """One layer's additive (B, 1, T, T) mask for the 2-D padding mask ``real`` (draws included)."""
+        d, siblings = self.draw(real)
+        self.record_tensors(real & ~d, real)
+        return tlm_additive(d, siblings, dtype, causal, sliding_window or None)
 
     def attention_mask(self, module, query, key, attention_mask, kwargs):
         """Called by the router for every attention call in training; returns the additive mask."""
@@ -138,16 +187,6 @@ class TLMMasker(Masker):
         real = self._padding
         if real is None or real.shape != (b, t):
             real = torch.ones((b, t), dtype=torch.bool, device=query.device)
-        real = real.to(query.device)
-        d, siblings = self.draw(real)
-        allowed = tlm_allowed(d, siblings)
         causal = kwargs.get("is_causal")
         causal = getattr(module, "is_causal", self.context.is_decoder) if causal is None else causal
-        structure = structure_mask(t, bool(causal), kwargs.get("sliding_window"), query.device)
-        if structure is not None:
-            allowed = allowed & structure
-            empty = ~allowed.any(-1, keepdim=True)
-            allowed = allowed | (empty & torch.eye(t, dtype=torch.bool, device=query.device))
-        self.record_tensors(real & ~d, real)
-        additive = torch.zeros((b, 1, t, t), dtype=query.dtype, device=query.device)
-        return additive.masked_fill_(~allowed[:, None], torch.finfo(query.dtype).min)
+        return self.build(real.to(query.device), bool(causal), kwargs.get("sliding_window"), query.dtype)

@@ -20,7 +20,13 @@ from maskertools import (
 from study.maskers.attention import HOOK_ATTR, attention_modules, route_attention, unroute
 from study.maskers.base import ParamError
 from study.maskers.drophead import DropHeadParams, head_scale, output_projection, sample_keep
-from study.maskers.tlm import TLMParams, structure_mask, tlm_allowed, tlm_allowed_rowwise
+from study.maskers.tlm import (
+    TLMParams,
+    structure_mask,
+    tlm_additive,
+    tlm_allowed,
+    tlm_allowed_rowwise,
+)
 from study.train import model_inputs
 
 ARCHS = ["bert", "qwen2", "llama"]
@@ -51,6 +57,17 @@ def test_tlm_vectorised_equals_reference_loop(t):
             fast, slow = tlm_allowed(d, sib), tlm_allowed_rowwise(d, sib)
             assert fast.shape == slow.shape == (3, t, t)
             assert torch.equal(fast, slow)
+            # the masker's row-gather construction, plain and with a causal triangle / window
+            for causal, window in ((False, None), (True, None), (True, 3), (False, 2)):
+                allowed = slow
+                structure = structure_mask(t, causal, window, "cpu")
+                if structure is not None:
+                    allowed = allowed & structure
+                    allowed = allowed | (~allowed.any(-1, keepdim=True) & torch.eye(t, dtype=torch.bool))
+                for dtype in (torch.float32, torch.bfloat16):
+                    low = torch.finfo(dtype).min
+                    expected = torch.where(allowed, 0.0, low).to(dtype)[:, None]
+                    assert torch.equal(tlm_additive(d, sib, dtype, causal, window), expected)
 
 
 def _capture_masks(masker):
