@@ -24,7 +24,8 @@ def fmt_duration(seconds: float) -> str:
 
 class Progress:
     def __init__(self, total: int, already_done: int = 0, already_failed: int = 0, stream=None,
-                 tty: bool | None = None, log_every_s: float = 60.0):
+                 tty: bool | None = None, log_every_s: float = 60.0, prior_run_s: float | None = None,
+                 slots: int = 1):
         self.total = total
         self.n_done = already_done
         self.n_failed = already_failed
@@ -35,6 +36,8 @@ class Progress:
         self.log_every_s = log_every_s
         self.t0 = time.monotonic()
         self.finished_here = 0
+        self.prior_run_s = prior_run_s  # typical run time from earlier sessions: an ETA before the first finish
+        self.slots = max(1, slots)
         self._last_draw = 0.0
 
     # -- numbers -----------------------------------------------------------------------------
@@ -44,7 +47,10 @@ class Progress:
 
     def eta_s(self) -> float | None:
         if not self.finished_here:
-            return None
+            if self.prior_run_s is None:
+                return None
+            waves = -(-self.remaining // self.slots)
+            return max(0.0, waves * self.prior_run_s - (time.monotonic() - self.t0))
         rate = self.finished_here / max(1e-9, time.monotonic() - self.t0)
         return self.remaining / rate
 

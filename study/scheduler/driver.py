@@ -65,6 +65,9 @@ class Backend(TypingProtocol):
 
     def inflight(self) -> int: ...
 
+    def slots(self) -> int:
+        """How many runs can run at once (for the ETA)."""
+
     def on_oom(self, job: Job) -> str | None:
         """Pack fewer runs where ``job`` ran out of memory; says what changed, or None if nothing could."""
 

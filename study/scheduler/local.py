@@ -132,6 +132,9 @@ class LocalPool:
         return f"local pool: no GPU, {self.cpu_slots} CPU slot(s), {self.threads} thread(s) per run"
 
     # -- Backend interface ---------------------------------------------------------------------
+    def slots(self) -> int:
+        return self.accounting.slots if self.accounting else self.cpu_slots
+
     def open(self) -> None:
         for sub in ("specs", "logs", "results"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,9 @@ class RayBackend:
             self._slots_checked = now
         return self._slots
 
+    def slots(self) -> int:
+        return self._capacity()
+
     def inflight(self) -> int:
         return len(self.tasks)
 

@@ -47,12 +47,13 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
                 return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
             be = make_backend(name, protocol, protocol.store_path, gpus=gpus)
             progress = Progress(total=len(specs), already_done=counts["done"], already_failed=counts["failed"],
-                                stream=stream, tty=progress_tty)
+                                stream=stream, tty=progress_tty, prior_run_s=_typical_run_s(store, ids))
             driver = Driver(specs, store, be, protocol.execution.max_attempts, progress=progress,
                             heartbeat=lock.heartbeat)
             try:
                 be.open()  # (idempotent: the driver opens it too) to describe the real resources
                 print(f"{protocol.name}: {be.describe()}", file=stream)
+                progress.slots = max(1, be.slots())
                 counts = driver.run()
             except (KeyboardInterrupt, Interrupted) as e:
                 progress.close()
@@ -71,3 +72,13 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
         print(f"{protocol.name}: failed runs keep their tracebacks in the store's events table "
               "(`study status` shows them); `study run --retry-failed` gives them fresh attempts.", file=stream)
     return EXIT_OK if counts["failed"] == 0 and counts["pending"] == 0 else EXIT_RUNS_FAILED
+
+
+def _typical_run_s(store: Store, run_ids: list[str]) -> float | None:
+    """Median slot time (claim → recorded) of this grid's finished runs, for an early ETA."""
+    import statistics
+
+    wanted = set(run_ids)
+    times = [f - s for rid, s, f in store.conn.execute(
+        "SELECT run_id, started_at, finished_at FROM runs WHERE status='done'") if rid in wanted and s and f and f > s]
+    return statistics.median(times) if times else None

@@ -103,6 +103,9 @@ class SlurmBackend:
             params["slurm_additional_parameters"] = dict(c.additional_parameters)
         self.executor.update_parameters(**params)
 
+    def slots(self) -> int:
+        return self.cfg.array_parallelism
+
     def inflight(self) -> int:
         return len(self.jobs)
 
