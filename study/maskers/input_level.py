@@ -27,9 +27,14 @@ class RandomTokenParams(ScheduledRate):
 class RandomTokenMasker(Masker):
     """Token Masking: each eligible position becomes the replacement token with probability ``rate``.
 
-    Eligible = attention_mask 1 and not a special token, so pads, [CLS]/[SEP] and a decoder's
-    pooled last token (an EOS special) are never touched, and the replacement is never the pad
-    id (a decoder finds its pooled position by looking for the first pad).
+    Eligible = attention_mask 1 and not a special token, so pads, [CLS]/[SEP], BOS/EOS are never
+    touched. The replacement is never the pad id: a decoder (Qwen2, Llama) pools the rightmost
+    non-pad token, so that position never moves (its token may be masked like any other unless
+    the tokenizer ends sequences with a special). Optional ``schedule`` (see
+    :mod:`study.maskers.schedules`)::
+
+        - {name: random-0.15, kind: random-token, rate: 0.15}
+        - {name: random-warm, kind: random-token, rate: 0.15, schedule: linear-warmup, warmup: 0.1}
     """
 
     kind = "random-token"
