@@ -23,6 +23,12 @@ realised rate is masked real tokens / real tokens, over all layers and steps.
 
     - {name: tlm-0.1, kind: tlm, rate: 0.1}                   # variant: both
     - {name: tlm-sib, kind: tlm, rate: 0.1, variant: siblings}
+    - {name: tlm-ref, kind: tlm, rate: 0.05, attention_dropout: 0.0}
+
+Conventions of the reference code: its ``masking_rate`` is the Bernoulli *keep* probability
+(its GLUE scripts pass 0.95), so reference ``masking_rate: r`` is ``rate: 1 − r`` here; and its
+TLM runs set ``attention_probs_dropout_prob 0``, which ``attention_dropout: 0.0`` reproduces
+(unset, the backbone's own attention dropout stays).
 """
 
 from __future__ import annotations
@@ -33,7 +39,14 @@ from typing import Literal
 
 import torch
 
-from study.maskers.attention import HOOK_ATTR, attention_modules, route_attention, unroute
+from study.maskers.attention import (
+    HOOK_ATTR,
+    attention_modules,
+    get_attention_dropout,
+    route_attention,
+    set_attention_dropout,
+    unroute,
+)
 from study.maskers.base import Masker, ParamError, check_rate
 from study.registry import MASKERS
 
@@ -42,11 +55,14 @@ from study.registry import MASKERS
 class TLMParams:
     rate: float  # probability that a token is masked in a layer
     variant: Literal["both", "siblings", "self"] = "both"
+    attention_dropout: float | None = None  # set the backbone's attention dropout too (reference: 0)
 
     def __post_init__(self):
         check_rate("rate", self.rate)
         if self.rate == 1.0:
             raise ParamError("rate", "1.0 masks every token in every layer", "use a rate below 1")
+        if self.attention_dropout is not None:
+            check_rate("attention_dropout", self.attention_dropout)
 
 
 @functools.lru_cache(maxsize=32)
@@ -147,17 +163,22 @@ class TLMMasker(Masker):
             self.setup(model, None, [], 1)
         self.model = model
         self.original = route_attention(model)
+        self.original_dropout = [get_attention_dropout(m) for m in self.modules]
         for m in self.modules:
             setattr(m, HOOK_ATTR, self)
+            if self.params.attention_dropout is not None:
+                set_attention_dropout(m, self.params.attention_dropout)
         self._padding = None
 
     def detach(self) -> None:
-        for m in getattr(self, "modules", []):
+        if getattr(self, "model", None) is None:  # not attached
+            return
+        for m, p in zip(self.modules, self.original_dropout, strict=True):
             if getattr(m, HOOK_ATTR, None) is self:
                 delattr(m, HOOK_ATTR)
-        if getattr(self, "model", None) is not None:
-            unroute(self.model, self.original)
-            self.model = None
+            set_attention_dropout(m, p)
+        unroute(self.model, self.original)
+        self.model = None
 
     def apply(self, batch: dict, step: int) -> dict:
         self._padding = batch["attention_mask"].bool()  # the 2-D mask the reference builds d from

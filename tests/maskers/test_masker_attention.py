@@ -17,7 +17,13 @@ from maskertools import (
     train_steps,
 )
 
-from study.maskers.attention import HOOK_ATTR, attention_modules, route_attention, unroute
+from study.maskers.attention import (
+    HOOK_ATTR,
+    attention_modules,
+    get_attention_dropout,
+    route_attention,
+    unroute,
+)
 from study.maskers.base import ParamError
 from study.maskers.drophead import DropHeadParams, head_scale, output_projection, sample_keep
 from study.maskers.tlm import (
@@ -216,6 +222,14 @@ def test_attention_dropout_reaches_the_attention_function(backbone):
     assert seen == [0.37] * context.num_layers
     assert masker.realised_rate == 0.37 and masker.stats()["realised_rate"] == 0.37
     assert masker.stats()["original_attention_dropout"] == [0.0]
+    # TLM can set it too (the reference TLM runs use attention dropout 0); detach restores it
+    tlm = make_masker("tlm", context, rate=0.1, attention_dropout=0.25)
+    tlm.setup(model, tokenizer, items, 1)
+    tlm.attach(model)
+    assert [get_attention_dropout(m) for m in modules] == [0.25] * context.num_layers
+    tlm.detach()
+    tlm.detach()  # idempotent
+    assert [get_attention_dropout(m) for m in modules] == [0.0] * context.num_layers
 
 
 # ---- DropHead ------------------------------------------------------------------------------------
