@@ -8,9 +8,12 @@ environment workers really see, and adding seeds to a finished study.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
+import time
 
+import pytest
 from exectools import cli, query, run_env, start_cli, wait_for, worker_pids, write_protocol
 
 
@@ -141,3 +144,26 @@ def alive(driver, log) -> bool:
     if driver.poll() is not None:
         raise AssertionError(f"driver exited early ({driver.returncode}):\n{log.read_text()[-3000:]}")
     return True
+
+
+@pytest.mark.slow
+def test_kill_driver_at_random_moments_until_done(tmp_path):
+    """kill -9 the driver again and again at random moments (during start-up, claims, worker runs,
+    result writes); a last plain `study run` finishes the grid: every run once, store intact."""
+    path = write_protocol(tmp_path, seeds=[0, 1], execution={"cpu_slots": 2})
+    store = tmp_path / "runs" / "exec.sqlite"
+    work = str(tmp_path / "runs" / "exec.work")
+    rng = random.Random(0)
+    for i in range(6):
+        driver = start_cli("run", path, cwd=tmp_path, log=tmp_path / f"kill{i}.log")
+        time.sleep(rng.uniform(0.5, 9.0))
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        wait_for(lambda: not worker_pids(work), timeout=10, what="workers to die with their driver")
+        assert query(store, "PRAGMA integrity_check") in ([], [("ok",)])
+    final = cli("run", path, cwd=tmp_path)
+    assert final.returncode == 0, final.stderr[-3000:]
+    check_exactly_once(store, 4)
+    # Interrupted attempts are given back, never counted as failures.
+    assert query(store, "SELECT attempts, COUNT(*) FROM runs GROUP BY attempts") == [(1, 4)]
+    assert query(store, "SELECT COUNT(*) FROM events WHERE kind != 'interrupted'") == [(0,)]

@@ -255,3 +255,21 @@ def test_progress_plain_lines_and_eta():
 def test_schedule_makespan():
     assert schedule_makespan([3, 3, 2, 2, 2], slots=2) == 7
     assert schedule_makespan([5, 1], slots=4) == 5 and schedule_makespan([], 2) == 0
+
+
+def test_local_pool_kills_a_worker_past_its_timeout(tmp_path):
+    """execution.timeout_min: the worker's whole process group is killed and the attempt fails."""
+    from study.scheduler.local import LocalPool, _Running
+
+    data = {**json.loads(json.dumps(TINY)), "store": str(tmp_path / "s.sqlite")}
+    data["execution"] = {**data["execution"], "timeout_min": 0.01, "cpu_slots": 1}
+    p = parse_protocol(data)
+    pool = LocalPool(p, p.store_path, gpus=[])
+    pool.open()
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    job = Job(expand(p)[0], attempt=1, where="cpu0")
+    pool.running.append(_Running(job, proc, None, time.monotonic(), tmp_path / "none.log", tmp_path / "r.json"))
+    ended = pool.poll(timeout=5)
+    assert [j for j, _ in ended] == [job] and proc.poll() == -9
+    out = ended[0][1]
+    assert not out.ok and out.message == "timed out after 0.01 min (execution.timeout_min); worker killed"
