@@ -59,8 +59,9 @@ class RayBackend:
         self.started_ray = False
         self.remote = None
         self.tasks: dict = {}  # ObjectRef → Job
-        self._slots_checked = 0.0
+        self._slots_checked = -1e9
         self._slots = 1
+        self._gpus = 0.0
 
     def describe(self) -> str:
         gpus, cpus = self._resources()
@@ -86,10 +87,11 @@ class RayBackend:
         return float(res.get("GPU", 0)), float(res.get("CPU", 1))
 
     def _capacity(self) -> int:
+        """Runs the cluster can hold now (re-read every 10 s, so a growing cluster is used)."""
         now = time.monotonic()
         if now - self._slots_checked > 10:
-            gpus, cpus = self._resources()
-            self._slots = int(gpus * self.runs_per_gpu) if gpus else int(cpus // self.threads)
+            self._gpus, cpus = self._resources()
+            self._slots = int(self._gpus * self.runs_per_gpu) if self._gpus else int(cpus // self.threads)
             self._slots = max(1, self._slots)
             self._slots_checked = now
         return self._slots
@@ -101,10 +103,9 @@ class RayBackend:
         return len(self.tasks)
 
     def fill(self, queue: deque[Job], claim: Callable[[Job, str], None]) -> None:
-        gpus, _ = self._resources() if self.remote is not None else (0.0, 0.0)
         while queue and len(self.tasks) < self._capacity():
             job = queue.popleft()
-            if gpus:
+            if self._gpus:
                 job.packing = job.packing or self.runs_per_gpu
                 opts = {"num_gpus": 1.0 / job.packing, "num_cpus": 1}
                 where = f"ray:gpu/{job.packing}"

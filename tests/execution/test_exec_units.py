@@ -273,3 +273,16 @@ def test_local_pool_kills_a_worker_past_its_timeout(tmp_path):
     assert [j for j, _ in ended] == [job] and proc.poll() == -9
     out = ended[0][1]
     assert not out.ok and out.message == "timed out after 0.01 min (execution.timeout_min); worker killed"
+
+
+def test_ray_oom_retry_asks_for_a_bigger_gpu_share(grid):
+    pytest.importorskip("ray")
+    from study.scheduler.ray_backend import RayBackend
+
+    specs, _ = grid
+    data = {**json.loads(json.dumps(TINY)), "store": "x.sqlite"}
+    data["execution"] = {**data["execution"], "runs_per_gpu": 2}
+    backend = RayBackend(parse_protocol(data))  # (does not start Ray)
+    job = Job(specs[0], packing=2)
+    assert backend.on_oom(job) == "retrying with num_gpus=1/1 (fewer runs share its GPU)" and job.packing == 1
+    assert backend.on_oom(job) is None
