@@ -286,3 +286,21 @@ def test_ray_oom_retry_asks_for_a_bigger_gpu_share(grid):
     job = Job(specs[0], packing=2)
     assert backend.on_oom(job) == "retrying with num_gpus=1/1 (fewer runs share its GPU)" and job.packing == 1
     assert backend.on_oom(job) is None
+
+
+def test_plan_estimates_from_finished_runs_of_the_same_model():
+    from study.scheduler.plan import Estimator, Finished
+
+    data = {**json.loads(json.dumps(TINY)), "store": "x.sqlite", "seeds": [0, 1]}
+    specs = expand(parse_protocol(data))
+    done = [Finished(specs[0], wall_s=20.0, train_s=8.0, examples_per_s=2.0),  # 16 examples × 1 epoch
+            Finished(specs[1], wall_s=22.0, train_s=8.0, examples_per_s=2.0)]
+    est = Estimator(done, calibrate="never")
+    same = est.estimate(specs[2])
+    assert (same.seconds, same.source) == (21.0, "measured")  # same model, task, training: median wall
+    bigger = dict(data, tasks=[{**data["tasks"][0], "max_train_examples": 64}])
+    other = expand(parse_protocol(bigger))[0]
+    e = est.estimate(other)  # same model, other data: 64 examples / 2 per s + median overhead 13 s
+    assert e.source == "model" and e.seconds == pytest.approx(64 / 2.0 + 13.0)
+    new_model = dict(data, models=[{**data["models"][0], "num_hidden_layers": 2}])
+    assert Estimator(done, calibrate="never").estimate(expand(parse_protocol(new_model))[0]).source == "none"
