@@ -139,5 +139,8 @@ def _not_pad(tokenizer, token_id: int, description: str) -> tuple[int, str]:
 
 def _add_token(model, tokenizer, token: str, description: str) -> tuple[int, str]:
     tokenizer.add_special_tokens({"additional_special_tokens": [token]})
-    model.resize_token_embeddings(len(tokenizer))
+    # Grow only: checkpoints such as Qwen2 carry more embedding rows than tokens (151936 vs
+    # 151665), and resizing to len(tokenizer) would cut the pretrained matrix down.
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
     return tokenizer.convert_tokens_to_ids(token), description
