@@ -10,28 +10,45 @@ Entry points::
 See analysis/README.md for the conventions (units, zero differences, which interval to trust).
 """
 
-from analysis import figures
-from analysis._frames import AnalysisWarning, resolve_comparisons
-from analysis.audit import PairingError, audit_pairing, pair_runs
-from analysis.bootstrap import bootstrap_ci
-from analysis.compare import compare
-from analysis.coverage import coverage_simulation
-from analysis.disagreement import single_run_disagreement
-from analysis.metrics import METRICS, compute_metrics, get_metric, metric_from_confusion
-from analysis.multiboot import multibootstrap
-from analysis.paired import holm, signflip_test, tost_paired, ttest_paired, wilcoxon_exact
-from analysis.pipeline import AnalysisResult, analyze, write_analysis, write_result
-from analysis.power import mde, paired_power, power_table, seeds_needed
-from analysis.summary import summary_sentence
-from analysis.tables import comparisons_latex, to_markdown
-from analysis.variance import variance_decomposition
+import importlib
 
-__all__ = [
-    "METRICS", "AnalysisResult", "AnalysisWarning", "PairingError", "analyze", "audit_pairing",
-    "bootstrap_ci", "compare", "comparisons_latex", "compute_metrics", "coverage_simulation",
-    "figures", "get_metric", "holm", "mde", "metric_from_confusion", "multibootstrap",
-    "pair_runs", "paired_power", "power_table", "resolve_comparisons", "seeds_needed",
-    "signflip_test", "single_run_disagreement", "summary_sentence", "to_markdown",
-    "tost_paired", "ttest_paired", "variance_decomposition", "wilcoxon_exact", "write_analysis",
-    "write_result",
-]
+# Public name -> defining module. Imported on first use (PEP 562) so that a training worker,
+# which needs only ``analysis.metrics``, does not pay for scipy, pandas and statsmodels.
+_EXPORTS = {
+    "figures": None,
+    "AnalysisWarning": "_frames", "resolve_comparisons": "_frames",
+    "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
+    "bootstrap_ci": "bootstrap",
+    "compare": "compare",
+    "coverage_simulation": "coverage",
+    "single_run_disagreement": "disagreement",
+    "METRICS": "metrics", "compute_metrics": "metrics", "get_metric": "metrics",
+    "metric_from_confusion": "metrics",
+    "multibootstrap": "multiboot",
+    "holm": "paired", "signflip_test": "paired", "tost_paired": "paired", "ttest_paired": "paired",
+    "wilcoxon_exact": "paired",
+    "AnalysisResult": "pipeline", "analyze": "pipeline", "write_analysis": "pipeline",
+    "write_result": "pipeline",
+    "mde": "power", "paired_power": "power", "power_table": "power", "seeds_needed": "power",
+    "summary_sentence": "summary",
+    "comparisons_latex": "tables", "to_markdown": "tables",
+    "variance_decomposition": "variance",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    if module is None:
+        value = importlib.import_module(f"analysis.{name}")
+    else:
+        value = getattr(importlib.import_module(f"analysis.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -40,18 +40,40 @@ def encode(tokenizer, examples, max_length: int) -> list[dict]:
     pairs = examples[0].text_b is not None if examples else False
     a = [e.text_a for e in examples]
     b = [e.text_b or "" for e in examples] if pairs else None
-    enc = tokenizer(a, b, truncation=True, max_length=max_length)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(a, b, truncation=True, max_length=max_length, return_offsets_mapping=fast)
     out = []
     for i, ex in enumerate(examples):
-        item = {k: enc[k][i] for k in enc.keys()}
-        if getattr(enc, "is_fast", False) or getattr(tokenizer, "is_fast", False):
+        item = {k: enc[k][i] for k in enc.keys() if k != "offset_mapping"}
+        if fast:
             # (sequence id, word id) identifies a word; -1 marks specials. Whole-word masking keys on it.
-            words = enc.word_ids(i)
             seqs = enc.sequence_ids(i)
+            words = enc.word_ids(i)
+            real = [w for w in words if w is not None]
+            if len(real) > 1 and len(set(real)) == 1:
+                # Some SentencePiece tokenizers (transformers' LlamaTokenizer) report a whole text as
+                # one word; fall back to whitespace-delimited words read from the character offsets.
+                words = _whitespace_word_ids(enc["offset_mapping"][i], seqs, (ex.text_a, ex.text_b or ""))
             item["_word_ids"] = [-1 if w is None else w for w in words]
             item["_sequence_ids"] = [-1 if s is None else s for s in seqs]
         item["label"] = ex.label
         out.append(item)
+    return out
+
+
+def _whitespace_word_ids(offsets, sequence_ids, texts) -> list[int | None]:
+    """Word ids where a new word starts after a character gap or at a whitespace character."""
+    out: list[int | None] = []
+    word, prev_end, prev_seq = -1, None, None
+    for (start, end), seq in zip(offsets, sequence_ids, strict=True):
+        if seq is None:
+            out.append(None)
+            continue
+        text = texts[seq]
+        if seq != prev_seq or prev_end is None or start > prev_end or (start < len(text) and text[start].isspace()):
+            word += 1
+        out.append(word)
+        prev_end, prev_seq = end, seq
     return out
 
 
