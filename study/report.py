@@ -48,7 +48,20 @@ def gather(protocol: Protocol):
                              alpha=a.alpha, margin=a.margin, n_boot=a.n_boot, seed=a.seed)
         caught = sorted({str(x.message) for x in w if "analysis" in (x.filename or "") or
                          type(x.message).__name__ == "AnalysisWarning"})
-    return specs, all_runs, runs, events, counts, result, caught
+    collapsed = single_class_runs(preds)
+    return specs, all_runs, runs, events, counts, result, caught, collapsed
+
+
+def single_class_runs(preds: pd.DataFrame) -> pd.DataFrame:
+    """Runs whose final evaluation predicted one class for every example (collapsed to a prior).
+
+    Differences between such runs measure nothing about the maskers; the report says so.
+    """
+    if preds.empty:
+        return pd.DataFrame(columns=["task", "model", "masker", "seed", "predicted_class"])
+    per_run = preds.groupby(["task", "model", "masker", "seed"])["prediction"].agg(["nunique", "first"])
+    one = per_run[per_run["nunique"] == 1].reset_index()
+    return one.rename(columns={"first": "predicted_class"})[["task", "model", "masker", "seed", "predicted_class"]]
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -68,7 +81,7 @@ def title_block(p: Protocol, counts: dict) -> list:
     ]
 
 
-def summary_section(p: Protocol, result, counts: dict) -> list:
+def summary_section(p: Protocol, result, counts: dict, collapsed: pd.DataFrame) -> list:
     out = [para("1. Summary", "h1")]
     if p.description:
         out.append(para(f"<i>Question.</i> {esc(p.description.strip())}"))
@@ -81,6 +94,11 @@ def summary_section(p: Protocol, result, counts: dict) -> list:
                         "bootstrap intervals under-cover; the t-interval is the one to read (see the README's "
                         "coverage simulation). A non-significant result here is weak evidence of no effect: "
                         "see the power section and, where a margin is declared, the equivalence tests.", "small"))
+    if len(collapsed):
+        out.append(para(f"<b>{len(collapsed)} of {counts['done']} runs predicted a single class</b> for every "
+                        "evaluation example (the model collapsed to the majority class): differences between such "
+                        "runs say nothing about the maskers. Section 8 lists them; more training data, steps or a "
+                        "larger backbone are needed before the comparison is informative.", "small"))
     if counts["failed"]:
         out.append(para(f"<b>{counts['failed']} run(s) failed</b>; their seeds are missing from the pairs "
                         "(section 8 lists the errors).", "small"))
@@ -158,33 +176,44 @@ def results_section(p: Protocol, result) -> list:
     return out
 
 
-COMPARISON_COLUMNS = ["task", "model", "masker", "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_ttest",
-                      "p_wilcoxon", "p_signflip", "p_adj", "significant", "boot_ci_low", "boot_ci_high", "d_z", "mde",
-                      "p_tost", "equivalent"]
+def labelled(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Fold task/model and treatment/baseline into two short label columns so tables fit a page."""
+    out = pd.DataFrame({"task / model": df["task"].astype(str) + " / " + df["model"].astype(str),
+                        "comparison": df["masker"].astype(str) + " vs " + df["baseline"].astype(str)})
+    for col in columns:
+        if col in df.columns:
+            out[col] = df[col].to_numpy()
+    return out
+
+
+ESTIMATE_COLUMNS = ["n_pairs", "mean_diff", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "d_z", "mde"]
+TEST_COLUMNS = ["p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "p_tost", "equivalent"]
 
 
 def comparisons_section(result, figs: dict) -> list:
     c = result.comparisons
-    cols = [col for col in COMPARISON_COLUMNS if col in c.columns]
-    if result.margin is None:
-        cols = [col for col in cols if col not in ("p_tost", "equivalent")]
+    tests = TEST_COLUMNS if result.margin is not None else TEST_COLUMNS[:-2]
     level = float(c["level"].iloc[0]) if len(c) else 1 - result.alpha
     out = [pdf.page_break(), para("4. Comparisons", "h1"),
-           para(f"Paired by seed. mean_diff = treatment − baseline in metric units; ci = {level:.0%} t-interval; "
-                "p_ttest = paired t-test; p_wilcoxon = exact signed-rank; p_signflip = exact sign-flip permutation; "
-                "p_adj = Holm-adjusted p_ttest over the table; boot_ci = paired BCa bootstrap; d_z = mean/sd of "
-                "differences; mde = smallest true difference detectable with 80 % power"
-                + ("; p_tost/equivalent = TOST against ±margin" if result.margin is not None else "") + ".", "small"),
-           pdf.table(c[cols], digits=3)]
-    warn = c[c["warning"].astype(str).str.len() > 0] if "warning" in c else c.iloc[0:0]
-    for w in sorted(set(warn["warning"].astype(str))):
+           para(f"Paired by seed; differences are treatment − baseline in metric units. ci = {level:.0%} t-interval "
+                "(the interval to read), boot_ci = paired BCa bootstrap (under-covers at few seeds), d_z = mean / sd "
+                "of the differences, mde = smallest true difference the paired t-test detects with 80 % power.",
+                "small"),
+           pdf.table(labelled(c, ESTIMATE_COLUMNS), digits=4), pdf.spacer(),
+           para("p_ttest = paired t-test; p_wilcoxon = exact signed-rank; p_signflip = exact sign-flip permutation; "
+                "p_adj = Holm-adjusted p_ttest over the whole table; significant = p_adj &lt; α"
+                + ("; p_tost / equivalent = paired TOST against ±margin" if result.margin is not None else "") + ".",
+                "small"),
+           pdf.table(labelled(c, tests), digits=4)]
+    for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     out.append(pdf.figure(figs["forest"], width=0.9 * pdf.TEXT_W))
-    if result.multibootstrap is not None and len(result.multibootstrap):
+    mb = result.multibootstrap
+    if mb is not None and len(mb):
         out += [para("Multibootstrap over seeds × evaluation examples", "h2"),
                 para("Resamples seeds and test examples jointly from the stored predictions (MultiBERTs), so the "
                      "interval reflects both sources of variation.", "small"),
-                pdf.table(result.multibootstrap, digits=3)]
+                pdf.table(labelled(mb, ["n_seeds", "n_examples", "estimate", "ci_low", "ci_high", "p_val"]), digits=4)]
     return out
 
 
@@ -200,21 +229,40 @@ def power_section(result, figs: dict) -> list:
     return [pdf.page_break(), para("6. Power", "h1"),
             para("Seeds needed for 80 % power (paired t-test at the study's α) given the observed sd of the "
                  "paired differences; effects in points of the metric.", "small"),
-            pdf.table(result.power, digits=3), pdf.figure(figs["power_curve"], width=0.75 * pdf.TEXT_W)]
+            pdf.table(power_pivot(result.power)), pdf.figure(figs["power_curve"], width=0.75 * pdf.TEXT_W)]
+
+
+def power_pivot(power: pd.DataFrame) -> pd.DataFrame:
+    """One row per comparison: seeds needed for each effect size."""
+    if power.empty:
+        return power
+    table = labelled(power, ["n_pairs", "sd_diff", "effect_label", "seeds_needed"])
+    keys = ["task / model", "comparison", "n_pairs", "sd_diff"]
+    wide = table.pivot_table(index=keys, columns="effect_label", values="seeds_needed", aggfunc="first",
+                             sort=False, dropna=False)
+    wide.columns = [f"seeds for {c}" for c in wide.columns]
+    return wide.reset_index()
 
 
 def single_run_section(result, figs: dict) -> list:
     return [para("7. What a single run would have told you", "h1"),
             para("Share of single-seed comparisons (same seed, and mismatched seeds) whose sign disagrees with the "
                  "multi-seed mean, and how often one run would have claimed a win of at least 0.5 points.", "small"),
-            pdf.table(result.disagreement, digits=3),
+            pdf.table(labelled(result.disagreement, ["n_pairs", "mean_diff", "share_sign_disagree",
+                                                     "share_sign_disagree_mismatched", "share_win",
+                                                     "share_win_opposite"]), digits=3),
             pdf.figure(figs["disagreement"], width=0.7 * pdf.TEXT_W)]
 
 
-def audit_section(p: Protocol, all_runs, runs, events, result, caught) -> list:
+def audit_section(p: Protocol, all_runs, runs, events, result, caught, collapsed: pd.DataFrame) -> list:
     out = [pdf.page_break(), para("8. Audit", "h1"), para("Pairing fingerprints", "h2")]
     if result is not None and len(result.audit):
-        out.append(pdf.table(result.audit, digits=3))
+        audit = result.audit
+        ok = audit["status"].astype(str).eq("ok")
+        out.append(para(f"{int(ok.sum())} of {len(audit)} seed pairs audited ok (same data order and head "
+                        "initialisation fingerprints)." + (" The others:" if (~ok).any() else "")))
+        if (~ok).any():
+            out.append(pdf.table(labelled(audit[~ok], ["seed", "status", "detail"])))
     for msg in caught:
         out.append(para(f"Analysis warning: {esc(msg)}", "small"))
     fp = runs.groupby(["task", "model", "seed"]).agg(
@@ -235,6 +283,13 @@ def audit_section(p: Protocol, all_runs, runs, events, result, caught) -> list:
                  "error": (str(last.loc[r.run_id, "traceback"]).strip().splitlines() or ["?"])[-1][:160]
                  if r.run_id in last.index else "?"} for r in failed.itertuples()]
         out.append(pdf.table(pd.DataFrame(rows), widths=[0.3 * pdf.TEXT_W, 0.1 * pdf.TEXT_W, 0.6 * pdf.TEXT_W]))
+    out.append(para("Runs that predicted a single class", "h2"))
+    if collapsed.empty:
+        out.append(para("None: every run predicted more than one class."))
+    else:
+        counts = collapsed.groupby(["task", "model", "masker"]).size().rename("runs").reset_index()
+        out += [para(f"{len(collapsed)} run(s) predicted one class for every evaluation example.", "small"),
+                pdf.table(counts)]
     out += [para("Realised masking rates", "h2"), pdf.table(realised_rates(p, runs), digits=4)]
     out += saliency_tables(runs)
     return out
@@ -285,11 +340,12 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
     if not protocol.store_path.exists():
         raise UserError(f"{protocol.source}: no results store at {protocol.store} yet. "
                         f"Fix: run `study run {protocol.source}` first.")
-    specs, all_runs, runs, events, counts, result, caught = gather(protocol)
-    story = title_block(protocol, counts) + summary_section(protocol, result, counts) + design_section(protocol, all_runs)
+    specs, all_runs, runs, events, counts, result, caught, collapsed = gather(protocol)
+    story = (title_block(protocol, counts) + summary_section(protocol, result, counts, collapsed)
+             + design_section(protocol, all_runs))
     if result is not None:
         figs = result.figures()
         story += results_section(protocol, result) + comparisons_section(result, figs) + per_seed_section(figs)
         story += power_section(result, figs) + single_run_section(result, figs)
-    story += audit_section(protocol, all_runs, runs, events, result, caught) + appendix(all_runs)
+    story += audit_section(protocol, all_runs, runs, events, result, caught, collapsed) + appendix(all_runs)
     return pdf.build(Path(out), story, title=f"maskstudy · {protocol.name}")

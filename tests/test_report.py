@@ -1,0 +1,71 @@
+"""The PDF report from a store alone: every section, failures, collapsed runs, Typhoon saliency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from conftest import tiny_protocol_dict, write_protocol
+from pypdf import PdfReader
+
+from study.protocol import load_protocol
+from study.report import single_class_runs, write_report
+from study.results import RunResult
+from study.spec import expand
+from study.store import Store
+
+
+def synthetic_store(tmp_path):
+    """Two maskers × 5 seeds with known scores; one run failed, one collapsed to one class."""
+    data = tiny_protocol_dict(seeds={"start": 0, "count": 5}, store=str(tmp_path / "s.sqlite"))
+    data["maskers"] = [{"name": "none", "kind": "none"}, {"name": "typhoon", "kind": "typhoon", "rate": 0.15}]
+    data["analysis"] = {"baseline": "none", "margin": 0.01, "n_boot": 500}
+    path = write_protocol(tmp_path, data)
+    p = load_protocol(path)
+    specs = expand(p)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 40)  # one evaluation set, the same for every run
+    with Store(p.store_path) as store:
+        store.register(specs)
+        for spec in specs:
+            if spec.seed == 4 and spec.masker["name"] == "typhoon":
+                store.mark_running(spec.run_id, "h")
+                store.record_failure(spec.run_id, "worker exited with code 1",
+                                     "Traceback...\nRuntimeError: saliency hook saw no gradient", final=True)
+                continue
+            collapsed = spec.seed == 0 and spec.masker["name"] == "none"
+            preds = np.zeros(40, int) if collapsed else np.where(rng.random(40) < 0.7, labels, (labels + 1) % 3)
+            value = 0.5 + 0.01 * spec.seed + (0.02 if spec.masker["name"] == "typhoon" else 0.0)
+            store.record_result(RunResult(
+                run_id=spec.run_id, primary_metric="macro_f1", final_metrics={"macro_f1": value, "accuracy": 0.6},
+                epochs=[{"epoch": 1, "train_loss": 1.0, "metrics": {"macro_f1": value, "accuracy": 0.6}}],
+                predictions=[[f"dev-{i}", int(y), int(q), 0.9] for i, (y, q) in enumerate(zip(labels, preds, strict=True))],
+                wall_time_s=1.0, train_time_s=1.0, train_examples_per_s=10.0,
+                realised_mask_rate=0.15 if spec.masker["kind"] == "typhoon" else None,
+                fingerprints={"data": "d", "data_order": f"o{spec.seed}", "head_init": f"h{spec.seed}"},
+                masker_stats={}, env={"device": "cpu", "torch": "2.13.0", "determinism": {"deterministic": False}},
+                masker_state={"top_salient": [["great", 1.0], ["awful", 0.9]], "least_salient": [["the", 0.0]]}
+                if spec.masker["kind"] == "typhoon" else {}))
+    return p
+
+
+def test_report_has_every_section_and_flags_problems(tmp_path):
+    p = synthetic_store(tmp_path)
+    out = write_report(p, tmp_path / "r" / "report.pdf")
+    reader = PdfReader(out)
+    text = " ".join(page.extract_text() for page in reader.pages).replace("\n", " ")
+    for heading in ("1. Summary", "2. Design", "3. Results", "4. Comparisons", "5. Per-seed detail", "6. Power",
+                    "7. What a single run", "8. Audit", "Appendix: every run"):
+        assert heading in text, heading
+    assert "9 done, 1 failed" in text
+    assert "1 of 9 runs predicted a single class" in text
+    assert "saliency hook saw no gradient" in text  # the failed run's error
+    assert "great (4)" in text and "the (4)" in text  # Typhoon's salient types over 4 runs
+    assert f"page {len(reader.pages)}" in text
+    assert not (tmp_path / "r" / "report.pdf.tmp").exists()
+
+
+def test_single_class_runs():
+    preds = pd.DataFrame({"task": "t", "model": "m", "masker": ["a"] * 3 + ["b"] * 3, "seed": 0,
+                          "prediction": [1, 1, 1, 0, 1, 0]})
+    out = single_class_runs(preds)
+    assert out.masker.tolist() == ["a"] and out.predicted_class.tolist() == [1]
