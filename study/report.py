@@ -128,7 +128,9 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
         keys = ["device", "gpu", "torch", "cuda", "cudnn", "transformers", "datasets", "python", "hostname",
                 "git_commit"]
         rows = [{"item": k, "values seen": ", ".join(sorted({str(e.get(k)) for e in envs}))} for k in keys]
-        det = sorted({json.dumps(e.get("determinism", {}), sort_keys=True) for e in envs})
+        # PYTHONHASHSEED is the run seed by design, so it is left out of the summary.
+        det = sorted({", ".join(f"{k}={v}" for k, v in sorted(e.get("determinism", {}).items())
+                                if k != "pythonhashseed") for e in envs})
         rows.append({"item": "determinism", "values seen": "; ".join(det)})
         out += [para("Environment", "h2"),
                 pdf.table(pd.DataFrame(rows), widths=[0.2 * pdf.TEXT_W, 0.8 * pdf.TEXT_W])]
@@ -331,7 +333,10 @@ def appendix(all_runs: pd.DataFrame) -> list:
     cols = ["task", "model", "masker", "seed", "status", "metric", "value", "accuracy", "realised_mask_rate",
             "wall_time_s", "attempts", "run_id"]
     df = all_runs.sort_values(["task", "model", "masker", "seed"])[cols]
-    return [pdf.page_break(), para("Appendix: every run", "h1"), pdf.table(df, digits=4)]
+    w = pdf.TEXT_W
+    widths = [0.09 * w, 0.1 * w, 0.11 * w, 0.05 * w, 0.07 * w, 0.08 * w, 0.07 * w, 0.07 * w, 0.08 * w, 0.07 * w,
+              0.06 * w, 0.15 * w]
+    return [pdf.page_break(), para("Appendix: every run", "h1"), pdf.table(df, widths=widths, digits=4)]
 
 
 def write_report(protocol: Protocol, out: str | Path) -> Path:
