@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_RUN_COLUMNS = ("task", "model", "masker", "seed", "value")
-KEY_COLUMNS = ("task", "model", "masker", "baseline")
 
 
 class AnalysisWarning(UserWarning):

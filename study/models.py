@@ -64,7 +64,6 @@ class LoadedModel:
     is_decoder: bool
     num_layers: int
     num_heads: int
-    source_path: str
 
 
 def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
@@ -101,7 +100,7 @@ def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
         model=model, tokenizer=tokenizer, head_fingerprint=head_fp,
         replacement_id=replacement_id, replacement=replacement, is_decoder=is_decoder,
         num_layers=int(getattr(config, "num_hidden_layers", 0) or 0),
-        num_heads=int(getattr(config, "num_attention_heads", 0) or 0), source_path=path,
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
     )
 
 

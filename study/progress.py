@@ -83,9 +83,6 @@ class Progress:
         if time.monotonic() - self._last_draw >= every:
             self._emit()
 
-    def note(self, message: str) -> None:
-        self._emit(message)
-
     # -- events ------------------------------------------------------------------------------
     def started(self, spec, where: str = "") -> None:
         self.n_running += 1
