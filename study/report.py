@@ -99,9 +99,26 @@ def summary_section(p: Protocol, result, counts: dict, collapsed: pd.DataFrame) 
                         "evaluation example (the model collapsed to the majority class): differences between such "
                         "runs say nothing about the maskers. Section 8 lists them; more training data, steps or a "
                         "larger backbone are needed before the comparison is informative.", "small"))
+        dead = uninformative_comparisons(result.comparisons, result.runs, collapsed)
+        if dead:
+            out.append(para(f"<b>{len(dead)} of {len(result.comparisons)} comparisons</b> are between runs that all "
+                            "collapsed (" + esc("; ".join(dead)) + "): their zero differences, and any "
+                            "'equivalent' verdict for them, are artefacts, not evidence.", "small"))
     if counts["failed"]:
         out.append(para(f"<b>{counts['failed']} run(s) failed</b>; their seeds are missing from the pairs "
                         "(section 8 lists the errors).", "small"))
+    return out
+
+
+def uninformative_comparisons(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame) -> list[str]:
+    """Comparisons whose every treatment and baseline run predicted a single class."""
+    dead_runs = set(map(tuple, collapsed[["task", "model", "masker", "seed"]].itertuples(index=False)))
+    out = []
+    for c in comparisons.itertuples():
+        cell = runs[(runs.task == c.task) & (runs.model == c.model) & runs.masker.isin([c.masker, c.baseline])]
+        keys = set(map(tuple, cell[["task", "model", "masker", "seed"]].itertuples(index=False)))
+        if keys and keys <= dead_runs:
+            out.append(f"{c.task}/{c.model}: {c.masker} vs {c.baseline}")
     return out
 
 

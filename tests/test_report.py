@@ -64,6 +64,15 @@ def test_report_has_every_section_and_flags_problems(tmp_path):
     assert not (tmp_path / "r" / "report.pdf.tmp").exists()
 
 
+def test_uninformative_comparisons_need_every_run_collapsed():
+    from study.report import uninformative_comparisons
+
+    runs = pd.DataFrame({"task": "t", "model": "m", "masker": ["a", "a", "b", "b", "c", "c"], "seed": [0, 1] * 3})
+    comps = pd.DataFrame({"task": "t", "model": "m", "masker": ["b", "c"], "baseline": ["a", "a"]})
+    collapsed = runs[runs.masker.isin(["a", "b"]) | ((runs.masker == "c") & (runs.seed == 0))]
+    assert uninformative_comparisons(comps, runs, collapsed) == ["t/m: b vs a"]
+
+
 def test_single_class_runs():
     preds = pd.DataFrame({"task": "t", "model": "m", "masker": ["a"] * 3 + ["b"] * 3, "seed": 0,
                           "prediction": [1, 1, 1, 0, 1, 0]})
