@@ -105,14 +105,18 @@ def cmd_analyze(args) -> int:
     p = _load(args.protocol)
     runs, preds = _analysis_inputs(p)
     out = _report_dir(p, args.out)
-    a = p.analysis
-    paths = write_analysis(runs, preds, out_dir=out, baseline=a.baseline if not a.comparisons else None,
-                           comparisons=p.comparisons() if a.comparisons else None, alpha=a.alpha,
-                           margin=a.margin, n_boot=a.n_boot, seed=a.seed)
+    from study.report import single_class_runs
+
+    paths = write_analysis(runs, preds, out_dir=out, **p.analysis_options())
     if "comparisons.md" in paths:
         print(Path(paths["comparisons.md"]).read_text())
     if "summary.txt" in paths:
         print(Path(paths["summary.txt"]).read_text())
+    collapsed = single_class_runs(preds)
+    if len(collapsed):
+        print(f"warning: {len(collapsed)} of {len(runs)} runs predicted a single class for every evaluation "
+              "example; comparisons among such runs (zero differences, 'equivalent') are artefacts. "
+              "The report lists them.")
     print(f"tables written to {out}/", file=sys.stderr)
     return EXIT_OK
 

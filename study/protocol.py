@@ -141,6 +141,13 @@ class Protocol:
     def masker(self, name: str) -> MaskerConfig:
         return next(m for m in self.maskers if m.name == name)
 
+    def analysis_options(self) -> dict:
+        """Keyword arguments for ``analysis.analyze`` / ``write_analysis`` from the analysis block."""
+        a = self.analysis
+        return {"baseline": None if a.comparisons else a.baseline,
+                "comparisons": self.comparisons() if a.comparisons else None,
+                "alpha": a.alpha, "margin": a.margin, "n_boot": a.n_boot, "seed": a.seed}
+
     def comparisons(self) -> list[tuple[str, str]]:
         """(treatment, baseline) pairs the analysis tests."""
         if self.analysis.comparisons:

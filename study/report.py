@@ -40,12 +40,9 @@ def gather(protocol: Protocol):
     counts["pending"] += len(specs) - len(all_runs)
     result, caught = None, []
     if len(runs):
-        a = protocol.analysis
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            result = analyze(runs, preds, baseline=None if a.comparisons else a.baseline,
-                             comparisons=protocol.comparisons() if a.comparisons else None,
-                             alpha=a.alpha, margin=a.margin, n_boot=a.n_boot, seed=a.seed)
+            result = analyze(runs, preds, **protocol.analysis_options())
         caught = sorted({str(x.message) for x in w if "analysis" in (x.filename or "") or
                          type(x.message).__name__ == "AnalysisWarning"})
     collapsed = single_class_runs(preds)
