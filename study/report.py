@@ -253,11 +253,13 @@ def power_pivot(power: pd.DataFrame) -> pd.DataFrame:
     if power.empty:
         return power
     table = labelled(power, ["n_pairs", "sd_diff", "effect_label", "seeds_needed"])
-    keys = ["task / model", "comparison", "n_pairs", "sd_diff"]
-    wide = table.pivot_table(index=keys, columns="effect_label", values="seeds_needed", aggfunc="first",
-                             sort=False, dropna=False)
-    wide.columns = [f"seeds for {c}" for c in wide.columns]
-    return wide.reset_index()
+    rows = []
+    for (cell, comparison), grp in table.groupby(["task / model", "comparison"], sort=False):
+        row = {"task / model": cell, "comparison": comparison, "n_pairs": grp["n_pairs"].iloc[0],
+               "sd_diff": grp["sd_diff"].iloc[0]}
+        row.update({f"seeds for {r.effect_label}": r.seeds_needed for r in grp.itertuples()})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def single_run_section(result, figs: dict) -> list:
