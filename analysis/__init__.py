@@ -19,7 +19,8 @@ _EXPORTS = {
     "AnalysisWarning": "_frames", "resolve_comparisons": "_frames",
     "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
     "bootstrap_ci": "bootstrap",
-    "compare": "compare",
+    "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
+    "compare": "comparisons",  # module not named `compare`: a submodule would shadow the function
     "coverage_simulation": "coverage",
     "single_run_disagreement": "disagreement",
     "METRICS": "metrics", "compute_metrics": "metrics", "get_metric": "metrics",

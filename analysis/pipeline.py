@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis._frames import AnalysisWarning, check_runs, resolve_comparisons
 from analysis.audit import pair_runs
-from analysis.compare import compare
+from analysis.comparisons import compare
 from analysis.disagreement import single_run_disagreement
 from analysis.multiboot import multibootstrap
 from analysis.power import power_table

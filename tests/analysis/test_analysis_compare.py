@@ -17,7 +17,7 @@ from statsmodels.stats.weightstats import ttost_paired
 
 import analysis
 from analysis import AnalysisWarning, compare
-from analysis.compare import COLUMNS
+from analysis.comparisons import COLUMNS
 
 D_A = [0.012, -0.004, 0.021, 0.007, 0.015]
 D_B = [0.002, -0.001, 0.0, 0.003, -0.002]
