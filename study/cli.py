@@ -105,7 +105,7 @@ def cmd_analyze(args) -> int:
     p = _load(args.protocol)
     runs, preds = _analysis_inputs(p)
     out = _report_dir(p, args.out)
-    from study.report import single_class_runs
+    from analysis.collapse import single_class_runs
 
     paths = write_analysis(runs, preds, out_dir=out, **p.analysis_options())
     if "comparisons.md" in paths:

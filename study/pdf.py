@@ -16,7 +16,6 @@ from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
 from reportlab.platypus import (
     Image,
-    KeepTogether,
     PageBreak,
     Paragraph,
     SimpleDocTemplate,
@@ -102,10 +101,6 @@ def figure(fig, width: float = TEXT_W, dpi: int = 200) -> Image:
         shrink = (PAGE_H - 4 * MARGIN) / img.drawHeight
         img.drawWidth, img.drawHeight = img.drawWidth * shrink, img.drawHeight * shrink
     return img
-
-
-def keep(*flowables):
-    return KeepTogether(list(flowables))
 
 
 def spacer(h: float = 0.25) -> Spacer:

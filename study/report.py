@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.collapse import single_class_runs, uninformative_comparisons
 from study import pdf
 from study.pdf import esc, para
 from study.protocol import Protocol
@@ -47,18 +48,6 @@ def gather(protocol: Protocol):
                          type(x.message).__name__ == "AnalysisWarning"})
     collapsed = single_class_runs(preds)
     return specs, all_runs, runs, events, counts, result, caught, collapsed
-
-
-def single_class_runs(preds: pd.DataFrame) -> pd.DataFrame:
-    """Runs whose final evaluation predicted one class for every example (collapsed to a prior).
-
-    Differences between such runs measure nothing about the maskers; the report says so.
-    """
-    if preds.empty:
-        return pd.DataFrame(columns=["task", "model", "masker", "seed", "predicted_class"])
-    per_run = preds.groupby(["task", "model", "masker", "seed"])["prediction"].agg(["nunique", "first"])
-    one = per_run[per_run["nunique"] == 1].reset_index()
-    return one.rename(columns={"first": "predicted_class"})[["task", "model", "masker", "seed", "predicted_class"]]
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -104,18 +93,6 @@ def summary_section(p: Protocol, result, counts: dict, collapsed: pd.DataFrame) 
     if counts["failed"]:
         out.append(para(f"<b>{counts['failed']} run(s) failed</b>; their seeds are missing from the pairs "
                         "(section 8 lists the errors).", "small"))
-    return out
-
-
-def uninformative_comparisons(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame) -> list[str]:
-    """Comparisons whose every treatment and baseline run predicted a single class."""
-    dead_runs = set(map(tuple, collapsed[["task", "model", "masker", "seed"]].itertuples(index=False)))
-    out = []
-    for c in comparisons.itertuples():
-        cell = runs[(runs.task == c.task) & (runs.model == c.model) & runs.masker.isin([c.masker, c.baseline])]
-        keys = set(map(tuple, cell[["task", "model", "masker", "seed"]].itertuples(index=False)))
-        if keys and keys <= dead_runs:
-            out.append(f"{c.task}/{c.model}: {c.masker} vs {c.baseline}")
     return out
 
 

@@ -7,8 +7,9 @@ import pandas as pd
 from conftest import tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
+from analysis.collapse import single_class_runs
 from study.protocol import load_protocol
-from study.report import single_class_runs, write_report
+from study.report import write_report
 from study.results import RunResult
 from study.spec import expand
 from study.store import Store
@@ -65,7 +66,7 @@ def test_report_has_every_section_and_flags_problems(tmp_path):
 
 
 def test_uninformative_comparisons_need_every_run_collapsed():
-    from study.report import uninformative_comparisons
+    from analysis.collapse import uninformative_comparisons
 
     runs = pd.DataFrame({"task": "t", "model": "m", "masker": ["a", "a", "b", "b", "c", "c"], "seed": [0, 1] * 3})
     comps = pd.DataFrame({"task": "t", "model": "m", "masker": ["b", "c"], "baseline": ["a", "a"]})

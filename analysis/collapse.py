@@ -1,0 +1,36 @@
+"""Runs that collapsed to one class, and the comparisons they make uninformative.
+
+A run whose final evaluation predicts the same class for every example has learned only the
+label prior. Between two such runs every paired difference is zero, so a t-test is undefined and
+TOST declares "equivalence" with zero variance: an artefact, not evidence. The report and
+``study analyze`` use these functions to say so.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def single_class_runs(preds: pd.DataFrame) -> pd.DataFrame:
+    """Runs whose final evaluation predicted one class for every example.
+
+    ``preds``: the predictions frame (task, model, masker, seed, prediction, ...), one row per
+    run × eval example. Returns one row per collapsed run with the class it always predicted.
+    """
+    if preds.empty:
+        return pd.DataFrame(columns=["task", "model", "masker", "seed", "predicted_class"])
+    per_run = preds.groupby(["task", "model", "masker", "seed"])["prediction"].agg(["nunique", "first"])
+    one = per_run[per_run["nunique"] == 1].reset_index()
+    return one.rename(columns={"first": "predicted_class"})[["task", "model", "masker", "seed", "predicted_class"]]
+
+
+def uninformative_comparisons(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame) -> list[str]:
+    """Comparisons whose every treatment and baseline run predicted a single class."""
+    dead_runs = set(map(tuple, collapsed[["task", "model", "masker", "seed"]].itertuples(index=False)))
+    out = []
+    for c in comparisons.itertuples():
+        cell = runs[(runs.task == c.task) & (runs.model == c.model) & runs.masker.isin([c.masker, c.baseline])]
+        keys = set(map(tuple, cell[["task", "model", "masker", "seed"]].itertuples(index=False)))
+        if keys and keys <= dead_runs:
+            out.append(f"{c.task}/{c.model}: {c.masker} vs {c.baseline}")
+    return out
