@@ -37,8 +37,8 @@ def git_commit() -> str | None:
 
 # What the scheduler sets before Python starts (and what a cluster sets), recorded per run.
 RECORDED_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "OMP_NUM_THREADS",
-                     "MKL_NUM_THREADS", "MASKSTUDY_SLOT", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
-                     "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+                     "MKL_NUM_THREADS", "MASKSTUDY_SLOT", "MASKSTUDY_WORKER_START", "SLURM_JOB_ID",
+                     "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 
 
 def capture_env(device=None) -> dict:
@@ -49,6 +49,7 @@ def capture_env(device=None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),  # one fresh process per run: the pids of a grid's runs differ
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "datasets": _version("datasets"),

@@ -114,6 +114,8 @@ class ExecutionConfig:
     deterministic: bool = False
     threads_per_run: int | None = None
     timeout_min: float | None = None
+    # local pool: fork each worker from a preloaded server (fast start) or start a fresh interpreter
+    worker_start: Literal["forkserver", "spawn"] = "forkserver"
     ray: RayConfig = field(default_factory=RayConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 

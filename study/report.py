@@ -119,9 +119,7 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
         keys = ["device", "gpu", "torch", "cuda", "cudnn", "transformers", "datasets", "python", "hostname",
                 "git_commit"]
         rows = [{"item": k, "values seen": ", ".join(sorted({str(e.get(k)) for e in envs}))} for k in keys]
-        # PYTHONHASHSEED is the run seed by design, so it is left out of the summary.
-        det = sorted({", ".join(f"{k}={v}" for k, v in sorted(e.get("determinism", {}).items())
-                                if k != "pythonhashseed") for e in envs})
+        det = sorted({", ".join(f"{k}={v}" for k, v in sorted(e.get("determinism", {}).items())) for e in envs})
         rows.append({"item": "determinism", "values seen": "; ".join(det)})
         out += [para("Environment", "h2"),
                 pdf.table(pd.DataFrame(rows), widths=[0.2 * pdf.TEXT_W, 0.8 * pdf.TEXT_W])]

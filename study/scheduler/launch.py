@@ -1,10 +1,11 @@
 """The worker command and its environment, the same for every backend.
 
-Every run is ``python -m study.worker SPEC RESULT`` in a fresh process whose environment is
-fixed before Python starts: the GPU it may see (``CUDA_VISIBLE_DEVICES``), cuBLAS's
-deterministic workspace, ``PYTHONHASHSEED`` and the thread counts. The local pool starts it
-with ``Popen``; Ray tasks and Slurm jobs call :func:`run_worker_blocking` around the very same
-command and hand back a plain dict (picklable, no store access).
+Every run is ``study.worker.main`` in a fresh process whose environment is fixed before the
+run starts: the GPU it may see (``CUDA_VISIBLE_DEVICES``), cuBLAS's deterministic workspace,
+``PYTHONHASHSEED`` and the thread counts. The local pool forks it from a preloaded server
+(``forkserver.py``) or starts ``python -m study.worker SPEC RESULT`` with ``Popen``; Ray tasks
+and Slurm jobs call :func:`run_worker_blocking` around that very command and hand back a plain
+dict (picklable, no store access).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from study.worker import EXIT_OOM
 
+# The same for every run and every way of starting one: a forked worker keeps its server's hash
+# seed, and runs that are compared must not differ in set/dict iteration order either.
+PYTHONHASHSEED = "0"
 INHERIT = "inherit"  # keep the CUDA_VISIBLE_DEVICES a cluster manager (Ray, Slurm) already set
 LOG_TAIL_CHARS = 8000
 
@@ -40,7 +44,8 @@ class Outcome:
         return self.result_json is not None
 
 
-def worker_env(seed: int, threads: int, gpu: int | str | None, slot: str = "", base: dict | None = None) -> dict:
+def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict | None = None,
+               start: str = "spawn") -> dict:
     """Environment for one worker. ``gpu``: an index, INHERIT, or None for a CPU-only run."""
     env = dict(os.environ if base is None else base)
     if gpu is None:
@@ -48,10 +53,11 @@ def worker_env(seed: int, threads: int, gpu: int | str | None, slot: str = "", b
     elif gpu != INHERIT:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # needed by deterministic cuBLAS; harmless otherwise
-    env["PYTHONHASHSEED"] = str(seed)
+    env["PYTHONHASHSEED"] = PYTHONHASHSEED
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env["MASKSTUDY_SLOT"] = slot
+    env["MASKSTUDY_WORKER_START"] = start  # recorded with the run: forked from the server, or spawned
     env["MASKSTUDY_PARENT_PID"] = str(os.getpid())  # the worker exits if its launcher dies
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -69,6 +75,15 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: the worker's own parent watch covers it
+        pass
+
+
+def set_process_name(name: str) -> None:
+    """Name this process in ``ps``/``top`` (Linux: 15 characters), e.g. after the run it runs."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+    except OSError:
         pass
 
 
@@ -118,7 +133,7 @@ def run_worker_blocking(spec_json: str, seed: int, threads: int, gpu: int | str 
     with tempfile.TemporaryDirectory(prefix="maskstudy-") as tmp:
         spec_file, result_file, log_file = Path(tmp) / "spec.json", Path(tmp) / "result.json", Path(tmp) / "log"
         spec_file.write_text(spec_json)
-        env = worker_env(seed, threads, gpu, slot=slot)
+        env = worker_env(threads, gpu, slot=slot)
         with open(log_file, "wb") as log:
             proc = subprocess.Popen(worker_command(spec_file, result_file), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)

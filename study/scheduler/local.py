@@ -5,10 +5,13 @@ CPU slots (default one run at a time). A run goes to the GPU with the most free 
 GPU keeps its own packing limit: a CUDA out-of-memory failure lowers that GPU's limit by one
 (never below one) and pins the retry to the same GPU, so it runs with fewer neighbours.
 
-Workers are started with ``Popen`` from the driver's one thread, in their own process group
-(so a timeout or an interrupt kills the worker and anything it spawned), with
-``PR_SET_PDEATHSIG`` so they die with the driver even on ``kill -9``. A worker writes its
-result into ``<store>.work/results/`` and its output into ``<store>.work/logs/``.
+Each run is a fresh process of its own (own pid, own process group — so a time-out or an
+interrupt kills the worker and anything it spawned — with ``PR_SET_PDEATHSIG`` so it dies with
+the driver even on ``kill -9``). By default it is forked from a preloaded fork server
+(``forkserver.py``: imports and data paid once per ``study run`` instead of once per run);
+with ``execution.worker_start: spawn``, or when the server finds forking unsafe, it is
+``python -m study.worker`` started with ``Popen``. A worker writes its result into
+``<store>.work/results/`` and its output into ``<store>.work/logs/``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from study.protocol import Protocol
 from study.scheduler.driver import Job, work_dir
+from study.scheduler.forkserver import ForkedWorker, ForkServer, ForkServerUnavailable
 from study.scheduler.launch import (
     Outcome,
     describe_exit,
@@ -67,7 +72,7 @@ def parse_gpus(value: str | int | None) -> list[int] | None:
 @dataclass
 class _Running:
     job: Job
-    proc: subprocess.Popen
+    proc: subprocess.Popen | ForkedWorker
     gpu: int | None
     started: float
     log_path: Path
@@ -124,12 +129,17 @@ class LocalPool:
         self.work = work_dir(store_path)
         self.harvest_dirs = [self.work / "results"]
         self.running: list[_Running] = []
+        self.worker_start = ex.worker_start
+        self.server: ForkServer | None = None  # started with the first runs (it warms up for them)
 
     def describe(self) -> str:
+        start = "forked from a preloaded server" if self.worker_start == "forkserver" else "fresh interpreters"
         if self.accounting:
             return (f"local pool: {len(self.gpus)} GPU(s) {self.gpus} × {self.accounting.limit[self.gpus[0]]} "
-                    f"run(s) per GPU = {self.accounting.slots} slots, {self.threads} thread(s) per run")
-        return f"local pool: no GPU, {self.cpu_slots} CPU slot(s), {self.threads} thread(s) per run"
+                    f"run(s) per GPU = {self.accounting.slots} slots, {self.threads} thread(s) per run, "
+                    f"workers {start}")
+        return (f"local pool: no GPU, {self.cpu_slots} CPU slot(s), {self.threads} thread(s) per run, "
+                f"workers {start}")
 
     # -- Backend interface ---------------------------------------------------------------------
     def slots(self) -> int:
@@ -143,6 +153,8 @@ class LocalPool:
         return len(self.running)
 
     def fill(self, queue: deque[Job], claim: Callable[[Job, str], None]) -> None:
+        if self.worker_start == "forkserver" and self.server is None and queue:
+            self._start_server([job.spec for job in queue])
         for job in list(queue):
             if self.accounting:
                 gpu = self.accounting.place(job.gpu)
@@ -167,12 +179,40 @@ class LocalPool:
         result_path = self.work / "results" / f"{rid}.json"
         result_path.unlink(missing_ok=True)
         log_path = self.work / "logs" / f"{rid}.attempt{job.attempt}.log"
-        env = worker_env(job.spec.seed, self.threads, gpu, slot=where)
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(worker_command(spec_path, result_path), env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=die_with_parent)
+        proc = None
+        if self.server is not None:
+            env = worker_env(self.threads, gpu, slot=where, start="forkserver")
+            try:
+                proc = self.server.launch(spec_path, result_path, log_path, env, name=f"ms-{rid[:12]}")
+            except ForkServerUnavailable as e:
+                self._give_up_server(str(e))
+        if proc is None:
+            env = worker_env(self.threads, gpu, slot=where)
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(worker_command(spec_path, result_path), env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, preexec_fn=die_with_parent)
         self.running.append(_Running(job, proc, gpu, time.monotonic(), log_path, result_path))
+
+    # -- the fork server -----------------------------------------------------------------------
+    def _start_server(self, specs: list) -> None:
+        """Start the fork server, warmed for these runs' tasks and models; on failure, spawn instead."""
+        warm = {"tasks": _distinct(s.task for s in specs), "models": _distinct(s.model for s in specs)}
+        # What a fork cannot change is fixed here for all runs; CUDA_VISIBLE_DEVICES is set per
+        # run in the child (the server itself sees no GPU, so it cannot touch one by accident).
+        env = worker_env(self.threads, None, slot="forkserver", start="forkserver")
+        self.server = ForkServer(warm, env, self.work / "logs" / "forkserver.log")
+        try:
+            self.server.start()
+        except ForkServerUnavailable as e:
+            self._give_up_server(str(e))
+
+    def _give_up_server(self, why: str) -> None:
+        print(f"local pool: {why}; starting each worker as a fresh interpreter instead", file=sys.stderr)
+        if self.server is not None:
+            self.server.close()
+        self.server = None
+        self.worker_start = "spawn"
 
     def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:
         deadline = time.monotonic() + timeout
@@ -216,6 +256,9 @@ class LocalPool:
         for r in self.running:
             r.proc.wait()
         self.running.clear()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
     @staticmethod
     def _kill(r: _Running) -> None:
@@ -223,3 +266,10 @@ class LocalPool:
             os.killpg(r.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _distinct(dicts) -> list[dict]:
+    seen = {}
+    for d in dicts:
+        seen.setdefault(repr(sorted(d.items())), dict(d))
+    return list(seen.values())

@@ -119,7 +119,7 @@ def calibrate(spec: RunSpec) -> dict:
         spec_file.write_text(spec.to_json())
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "study.scheduler.plan", str(spec_file)], capture_output=True,
-                              text=True, env=worker_env(spec.seed, spec.execution.get("threads_per_run") or 1, "inherit"))
+                              text=True, env=worker_env(spec.execution.get("threads_per_run") or 1, "inherit"))
     if proc.returncode != 0:
         raise RuntimeError(f"calibration of {spec.label} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])

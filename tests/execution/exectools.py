@@ -70,6 +70,13 @@ def query(store: Path, sql: str, *params) -> list[tuple]:
         con.close()
 
 
+def alive(driver, log) -> bool:
+    """True while the driver runs; fails the test with its log if it exited early."""
+    if driver.poll() is not None:
+        raise AssertionError(f"driver exited early ({driver.returncode}):\n{log.read_text()[-3000:]}")
+    return True
+
+
 def wait_for(predicate, timeout: float = 180, every: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,8 +88,9 @@ def wait_for(predicate, timeout: float = 180, every: float = 0.1, what: str = "c
 
 
 def worker_pids(marker: str, env_marker: str | None = None) -> list[int]:
-    """Live worker processes whose command line mentions ``marker`` (e.g. the store's work dir)
-    and, if given, whose environment holds ``env_marker`` (e.g. ``SUBMITIT_LOCAL_JOB_ID=123``)."""
+    """Live worker processes whose command line (spawned) or log file (forked) mentions ``marker``
+    (e.g. a run id) and, if given, whose environment holds ``env_marker`` (e.g.
+    ``SUBMITIT_LOCAL_JOB_ID=123``; forked workers keep their server's initial environment)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -93,7 +101,13 @@ def worker_pids(marker: str, env_marker: str | None = None) -> list[int]:
             environ = (d / "environ").read_bytes().decode(errors="replace").split("\0") if env_marker else []
         except OSError:
             continue
-        if "study.worker" in cmd and marker in cmd and state != "Z" and (not env_marker or env_marker in environ):
+        try:  # a worker forked from the fork server has its command line, but its own log as stdout
+            stdout = os.readlink(d / "fd" / "1")
+        except OSError:
+            stdout = ""
+        spawned = "study.worker" in cmd and marker in cmd
+        forked = "study.scheduler.forkserver" in cmd and marker in stdout
+        if (spawned or forked) and state != "Z" and (not env_marker or env_marker in environ):
             pids.append(int(d.name))
     return pids
 

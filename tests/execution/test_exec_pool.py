@@ -14,7 +14,7 @@ import socket
 import time
 
 import pytest
-from exectools import cli, query, run_env, start_cli, wait_for, worker_pids, write_protocol
+from exectools import alive, cli, query, run_env, start_cli, wait_for, worker_pids, write_protocol
 
 
 def check_exactly_once(store, n_runs: int, n_eval: int = 8) -> None:
@@ -138,12 +138,6 @@ def test_kill_driver_mid_grid_then_resume_and_add_seeds(tmp_path):
     check_exactly_once(store, 4)
     after = dict(query(store, "SELECT run_id, finished_at FROM runs"))
     assert all(after[r] == t for r, t in finished_before.items())  # nothing re-ran
-
-
-def alive(driver, log) -> bool:
-    if driver.poll() is not None:
-        raise AssertionError(f"driver exited early ({driver.returncode}):\n{log.read_text()[-3000:]}")
-    return True
 
 
 @pytest.mark.slow

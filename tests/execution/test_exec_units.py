@@ -173,12 +173,12 @@ def test_parse_gpus():
 
 
 def test_worker_env_is_set_before_python_starts():
-    cpu = worker_env(seed=7, threads=3, gpu=None, base={"CUDA_VISIBLE_DEVICES": "0,1"})
-    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["PYTHONHASHSEED"] == "7"
+    cpu = worker_env(threads=3, gpu=None, base={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["PYTHONHASHSEED"] == "0"  # one hash seed for all runs
     assert cpu["OMP_NUM_THREADS"] == cpu["MKL_NUM_THREADS"] == "3"
     assert cpu["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and cpu["MASKSTUDY_PARENT_PID"] == str(os.getpid())
-    assert worker_env(1, 1, gpu=1, base={})["CUDA_VISIBLE_DEVICES"] == "1"
-    assert worker_env(1, 1, gpu=INHERIT, base={"CUDA_VISIBLE_DEVICES": "5"})["CUDA_VISIBLE_DEVICES"] == "5"
+    assert worker_env(1, gpu=1, base={})["CUDA_VISIBLE_DEVICES"] == "1"
+    assert worker_env(1, gpu=INHERIT, base={"CUDA_VISIBLE_DEVICES": "5"})["CUDA_VISIBLE_DEVICES"] == "5"
 
 
 def test_exit_descriptions():

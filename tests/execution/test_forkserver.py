@@ -1,0 +1,110 @@
+"""The fork server (the local pool's default launcher): forked workers are real, separate
+processes that compute exactly what a fresh interpreter computes, and losing the server costs
+an attempt, never a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from exectools import alive, cli, query, start_cli, wait_for, worker_pids, write_protocol
+
+from study.scheduler.forkserver import fork_safety
+
+
+def _runs(store):
+    rows = query(store, "SELECT run_id, masker, status, attempts, value, realised_mask_rate, env FROM runs "
+                        "ORDER BY run_id")
+    return {rid: (m, st, att, val, rate, json.loads(env) if env else {}) for rid, m, st, att, val, rate, env in rows}
+
+
+def _predictions(store):
+    return query(store, "SELECT run_id, example_id, label, prediction, score FROM predictions "
+                        "ORDER BY run_id, example_id")
+
+
+def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
+    stores = {}
+    for start in ("forkserver", "spawn"):
+        folder = tmp_path / start
+        folder.mkdir()
+        path = write_protocol(folder, seeds=[0, 1], execution={"worker_start": start, "cpu_slots": 2})
+        out = cli("run", path, cwd=folder)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert ("workers forked from a preloaded server" if start == "forkserver" else "workers fresh interpreters") \
+            in out.stderr
+        assert "fresh interpreter instead" not in out.stderr  # the fork server did not fall back
+        stores[start] = folder / "runs" / "exec.sqlite"
+    fork, spawn = _runs(stores["forkserver"]), _runs(stores["spawn"])
+    assert fork.keys() == spawn.keys() and len(fork) == 4
+    for rid in fork:  # same metric, same masking, same per-example predictions and scores, bit for bit
+        assert fork[rid][:5] == spawn[rid][:5] and fork[rid][1] == "done"
+    assert _predictions(stores["forkserver"]) == _predictions(stores["spawn"])
+    for runs, start in ((fork, "forkserver"), (spawn, "spawn")):
+        envs = [r[5] for r in runs.values()]
+        assert {e["env_vars"]["MASKSTUDY_WORKER_START"] for e in envs} == {start}
+        assert {e["env_vars"]["PYTHONHASHSEED"] for e in envs} == {"0"}
+        assert {e["env_vars"]["CUDA_VISIBLE_DEVICES"] for e in envs} == {""}  # CPU slots see no GPU
+        assert {e["env_vars"]["MASKSTUDY_SLOT"] for e in envs} <= {"cpu0", "cpu1"}
+        assert len({e["pid"] for e in envs}) == 4  # one fresh process per run
+        assert {e["cpu_threads"] for e in envs} == {1}  # threads_per_run, also in a forked child
+
+
+def test_killing_the_fork_server_costs_an_attempt_not_a_run(tmp_path):
+    path = write_protocol(tmp_path, maskers=[
+        {"name": "none", "kind": "none"},
+        {"name": "slow", "kind": "test-fault", "sleep_s": 60, "marker": str(tmp_path / "slow-marker")}],
+        execution={"max_attempts": 2})
+    store = tmp_path / "runs" / "exec.sqlite"
+    log = tmp_path / "d.log"
+    driver = start_cli("run", path, cwd=tmp_path, log=log)
+    try:
+        wait_for(lambda: alive(driver, log) and (tmp_path / "slow-marker").exists(), what="the slow worker mid-run")
+        ((slow_id,),) = query(store, "SELECT run_id FROM runs WHERE masker='slow'")
+        (worker,) = worker_pids(slow_id)
+        server = int(open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[1])  # its parent
+        assert "study.scheduler.forkserver" in open(f"/proc/{server}/cmdline").read()
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{worker}") or
+                 open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                 timeout=30, what="the forked worker to die with its server")
+        assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "starting each worker as a fresh interpreter instead" in text, text[-3000:]
+    runs = _runs(store)
+    by_masker = {r[0]: r for r in runs.values()}
+    assert by_masker["slow"][1:3] == ("done", 2)  # the killed attempt, then a spawned retry
+    assert by_masker["slow"][5]["env_vars"]["MASKSTUDY_WORKER_START"] == "spawn"
+    assert by_masker["none"][1] == "done"
+    events = query(store, "SELECT kind, message FROM events WHERE run_id=? ORDER BY id", slow_id)
+    assert any(k == "failure" and "killed by SIGKILL" in m for k, m in events), events
+    assert query(store, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_fork_safety_refuses_a_process_with_threads():
+    code = ("import threading, time\n"
+            "from study.scheduler.forkserver import fork_safety\n"
+            "assert fork_safety() == '', fork_safety()\n"
+            "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+            "print(fork_safety())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "2 threads" in out.stdout and "deadlock" in out.stdout
+
+
+def test_fork_safety_in_this_test_process_sees_its_threads():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert "threads" in fork_safety()
+    finally:
+        stop.set()
+        t.join()
