@@ -146,6 +146,14 @@ class Store:
             if updated != 1:
                 raise KeyError(f"run {result.run_id} is not registered in {self.path}")
 
+    def set_workers(self, placements: Iterable[tuple[str, str]]) -> None:
+        """Refine where running attempts run, once a backend knows (e.g. ``host:pid:slurm:<job id>``
+        after the job array was submitted): a later driver re-attaches to such jobs instead of
+        resubmitting them. ``placements``: (run_id, worker) pairs; runs no longer running are untouched."""
+        with self.transaction() as c:
+            c.executemany("UPDATE runs SET worker=? WHERE run_id=? AND status='running'",
+                          [(worker, run_id) for run_id, worker in placements])
+
     def record_failure(self, run_id: str, message: str, traceback: str = "", final: bool = False,
                        kind: str = "failure") -> None:
         with self.transaction() as c:
@@ -155,24 +163,28 @@ class Store:
             c.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
                       ("failed" if final else "pending", time.time(), run_id))
 
-    def log_event(self, kind: str, message: str, run_id: str | None = None) -> None:
+    def log_event(self, kind: str, message: str, run_id: str | None = None, attempt: int | None = None) -> None:
         with self.transaction() as c:
-            c.execute("INSERT INTO events (run_id, time, kind, message) VALUES (?,?,?,?)",
-                      (run_id, time.time(), kind, message))
+            c.execute("INSERT INTO events (run_id, time, kind, attempt, message) VALUES (?,?,?,?,?)",
+                      (run_id, time.time(), kind, attempt, message))
 
-    def recover_stale(self) -> int:
+    def recover_stale(self, keep: Iterable[str] = ()) -> int:
         """Runs left 'running' by a dead driver go back to pending; call while holding the driver lock.
 
         The interrupted attempt is not a failure of the run, so it is given back (and logged as an
-        ``interrupted`` event): a driver killed twice never costs a run its retries.
+        ``interrupted`` event): a driver killed twice never costs a run its retries. Runs in ``keep``
+        (attempts the new driver re-attached to, see ``driver.adopt``) stay running.
         """
+        keep = set(keep)
         with self.transaction() as c:
             now = time.time()
-            c.execute("INSERT INTO events (run_id, time, kind, attempt, message) SELECT run_id, ?, 'interrupted',"
-                      " attempts, 'attempt interrupted (driver stopped); run set back to pending' FROM runs"
-                      " WHERE status='running'", (now,))
-            return c.execute("UPDATE runs SET status='pending', attempts=MAX(attempts - 1, 0) "
-                             "WHERE status='running'").rowcount
+            stale = [(rid,) for (rid,) in c.execute("SELECT run_id FROM runs WHERE status='running'")
+                     if rid not in keep]
+            c.executemany("INSERT INTO events (run_id, time, kind, attempt, message) SELECT run_id, ?, 'interrupted',"
+                          " attempts, 'attempt interrupted (driver stopped); run set back to pending' FROM runs"
+                          " WHERE run_id=?", [(now, rid) for (rid,) in stale])
+            c.executemany("UPDATE runs SET status='pending', attempts=MAX(attempts - 1, 0) WHERE run_id=?", stale)
+            return len(stale)
 
     def reset_failed(self, run_ids: Iterable[str]) -> int:
         """Give failed runs a fresh set of attempts (``study run --retry-failed``)."""
@@ -214,6 +226,12 @@ class Store:
             row = c.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
             if row and json.loads(row[0]).get("token") == token:
                 c.execute("DELETE FROM meta WHERE key='driver'")
+
+    def running(self, run_ids: Iterable[str] | None = None) -> dict[str, tuple[str | None, int]]:
+        """Runs marked running: run_id → (worker, attempts). ``worker`` is ``host:pid:where`` of the claim."""
+        rows = self.conn.execute("SELECT run_id, worker, attempts FROM runs WHERE status='running'").fetchall()
+        wanted = None if run_ids is None else set(run_ids)
+        return {rid: (worker, attempts) for rid, worker, attempts in rows if wanted is None or rid in wanted}
 
     def status_of(self, run_id: str) -> str | None:
         row = self.conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()

@@ -108,6 +108,25 @@ def test_recover_stale_running(tmp_path, specs):
         assert store.statuses([specs[0].run_id])[specs[0].run_id] == "pending"
 
 
+def test_recover_stale_keeps_reattached_runs_and_worker_placements(tmp_path, specs):
+    a, b = specs[0].run_id, specs[1].run_id
+    with Store(tmp_path / "s.sqlite") as store:
+        store.register(specs)
+        store.mark_running(a, "h:1:slurm")
+        store.mark_running(b, "h:1:slurm")
+        store.set_workers([(a, "h:1:slurm:123_0"), (b, "h:1:slurm:123_1")])
+        assert store.running() == {a: ("h:1:slurm:123_0", 1), b: ("h:1:slurm:123_1", 1)}
+        assert store.running([b]) == {b: ("h:1:slurm:123_1", 1)}
+        store.log_event("adopted", "re-attached", run_id=a, attempt=1)
+        assert store.recover_stale(keep=[a]) == 1
+        assert store.statuses([a, b]) == {a: "running", b: "pending"}
+        assert store.running() == {a: ("h:1:slurm:123_0", 1)}
+        ev = store.events()
+        assert list(zip(ev.run_id, ev.kind, ev.attempt, strict=True)) == [(a, "adopted", 1), (b, "interrupted", 1)]
+        store.set_workers([(b, "h:2:slurm:9")])  # only running runs are touched
+        assert store.conn.execute("SELECT worker FROM runs WHERE run_id=?", (b,)).fetchone() == ("h:1:slurm:123_1",)
+
+
 def test_renamed_masker_relabels_old_results(tmp_path, specs):
     with Store(tmp_path / "s.sqlite") as store:
         store.register(specs)
