@@ -14,6 +14,10 @@ here, in the driver's one thread, under the store's driver lock (``lock.py``):
 - on start, results that workers finished while no driver was recording them (a driver
   killed between a worker's exit and the store write, or Slurm jobs that outlived their
   driver) are collected from the backend's result folders instead of being recomputed;
+- on start, attempts a dead driver left running that still run (Slurm jobs, whose ids the
+  store keeps in ``runs.worker``) are re-attached (:func:`adopt`): tracked like the driver's
+  own, neither claimed again nor resubmitted; backends without ``adopt`` leave them to
+  ``Store.recover_stale`` (pending again, rerun);
 - on SIGINT/SIGTERM (or any error) running attempts are stopped and given back (pending,
   attempt not counted), so the same command resumes.
 """
@@ -24,7 +28,7 @@ import os
 import signal
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol as TypingProtocol
@@ -58,7 +62,10 @@ class Backend(TypingProtocol):
     def open(self) -> None: ...
 
     def fill(self, queue: deque[Job], claim: Callable[[Job, str], None]) -> None:
-        """Start as many queued jobs as there is room for; call ``claim(job, where)`` for each first."""
+        """Start as many queued jobs as there is room for; call ``claim(job, where)`` for each first.
+
+        A backend that learns more once a job is started (the Slurm job id) may refine ``job.where``
+        before returning; the driver then records it in the store (``runs.worker``)."""
 
     def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:
         """Wait up to ``timeout`` seconds; return the attempts that ended."""
@@ -72,6 +79,44 @@ class Backend(TypingProtocol):
         """Pack fewer runs where ``job`` ran out of memory; says what changed, or None if nothing could."""
 
     def close(self, cancel: bool) -> None: ...
+
+    # Optional: ``adopt(jobs: list[Job]) -> list[Job]``: given runs a dead driver left running
+    # (``job.where`` as recorded, ``job.attempt`` from the store), start tracking those whose
+    # attempt still runs, exactly like started ones, and return them. See :func:`adopt`.
+
+
+def driver_ident() -> str:
+    """``host:pid`` of this driver; a claim records ``host:pid:where`` in ``runs.worker``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def recorded_where(worker: str | None) -> str:
+    """The ``where`` part of a ``runs.worker`` value (``host:pid:where``)."""
+    parts = (worker or "").split(":", 2)
+    return parts[2] if len(parts) == 3 else ""
+
+
+def adopt(store: Store, backend: Backend, specs: list[RunSpec]) -> list[Job]:
+    """Re-attach runs a dead driver left running whose attempts still run; call under the driver
+    lock, before ``Store.recover_stale(keep=...)``. The store is written here, not by the backend:
+    an ``adopted`` event per run, and the new driver's name in ``runs.worker``."""
+    take = getattr(backend, "adopt", None)
+    by_id = {s.run_id: s for s in specs}
+    running = store.running(by_id)
+    if take is None or not running:
+        return []
+    candidates = [Job(by_id[rid], attempt=attempts, where=recorded_where(worker))
+                  for rid, (worker, attempts) in running.items() if recorded_where(worker)]
+    if not candidates:
+        return []
+    backend.open()
+    adopted = take(candidates)
+    ident = driver_ident()
+    store.set_workers([(j.run_id, f"{ident}:{j.where}") for j in adopted])
+    for j in adopted:
+        store.log_event("adopted", f"attempt {j.attempt} still running as {j.where} after its driver stopped: "
+                        "re-attached, not resubmitted", run_id=j.run_id, attempt=j.attempt)
+    return adopted
 
 
 def work_dir(store_path: str | Path) -> Path:
@@ -88,7 +133,8 @@ class Interrupted(Exception):
 
 class Driver:
     def __init__(self, specs: list[RunSpec], store: Store, backend: Backend, max_attempts: int,
-                 progress=None, heartbeat: Callable[[], None] | None = None, poll_s: float = 0.5):
+                 progress=None, heartbeat: Callable[[], None] | None = None, poll_s: float = 0.5,
+                 adopted: Iterable[Job] = ()):
         self.specs = specs
         self.store = store
         self.backend = backend
@@ -97,15 +143,19 @@ class Driver:
         self.heartbeat = heartbeat or (lambda: None)
         self.poll_s = poll_s
         self.by_id = {s.run_id: s for s in specs}
-        self.ident = f"{socket.gethostname()}:{os.getpid()}"
+        self.ident = driver_ident()
+        self.adopted = list(adopted)  # already in flight in the backend (see adopt())
+        self._adopted_ids = {j.run_id for j in self.adopted}
+        self._claimed: list[tuple[Job, str]] = []
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, int]:
         """Run every run of ``specs`` that is not done; returns the grid's final counts."""
         self.harvest()
         statuses = self.store.statuses(self.by_id)
-        queue = deque(Job(s) for s in self.specs if statuses[s.run_id] in ("pending", "running"))
-        if queue:
+        queue = deque(Job(s) for s in self.specs
+                      if statuses[s.run_id] in ("pending", "running") and s.run_id not in self._adopted_ids)
+        if queue or self.adopted:
             self._run_queue(queue)
         return self.store.counts(self.by_id)
 
@@ -118,11 +168,15 @@ class Driver:
         for sig in previous:
             signal.signal(sig, on_signal)
         self.backend.open()
+        if self.progress:
+            for job in self.adopted:
+                self.progress.started(job.spec, f"{job.where} (re-attached)")
         clean = False
         try:
             while queue or self.backend.inflight():
                 if queue:
                     self.backend.fill(queue, self._claim)
+                    self._record_placements()
                     if queue and not self.backend.inflight():
                         raise RuntimeError(f"backend {self.backend.name} could not start any of {len(queue)} runs")
                 for job, outcome in self.backend.poll(self.poll_s):
@@ -143,8 +197,16 @@ class Driver:
     def _claim(self, job: Job, where: str) -> None:
         job.attempt = self.store.mark_running(job.run_id, f"{self.ident}:{where}")
         job.where = where
+        self._claimed.append((job, where))
         if self.progress:
             self.progress.started(job.spec, where)
+
+    def _record_placements(self) -> None:
+        """Persist what the backend learned while starting the claimed jobs (the Slurm job id)."""
+        moved = [(job.run_id, f"{self.ident}:{job.where}") for job, where in self._claimed if job.where != where]
+        self._claimed.clear()
+        if moved:
+            self.store.set_workers(moved)
 
     def _settle(self, job: Job, outcome: Outcome, queue: deque[Job]) -> None:
         if outcome.ok:
@@ -182,8 +244,8 @@ class Driver:
                 continue
             for f in sorted(Path(folder).glob("*.json")):
                 status = self.store.status_of(f.stem)
-                if status is None:
-                    continue  # not a run of this store
+                if status is None or f.stem in self._adopted_ids:
+                    continue  # not a run of this store / comes back through the backend
                 if status == "done":
                     self._discard(f)
                     continue

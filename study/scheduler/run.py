@@ -16,7 +16,7 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
     """Run every run of the grid that is not done; returns the CLI exit code."""
     from study.progress import Progress
     from study.scheduler import make_backend
-    from study.scheduler.driver import Driver, Interrupted
+    from study.scheduler.driver import Driver, Interrupted, adopt
     from study.scheduler.lock import DriverLock, StoreLocked
 
     stream = stream or sys.stderr
@@ -35,7 +35,14 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
                 print(f"{protocol.name}: taking over from a driver that is gone (pid {r.get('pid')} on "
                       f"{r.get('host')})", file=stream)
             new = store.register(specs)
-            stale = store.recover_stale()
+            be, adopted = None, []
+            if store.running(ids):  # a driver died: re-attach to attempts that still run (Slurm jobs)
+                be = make_backend(name, protocol, protocol.store_path, gpus=gpus)
+                adopted = adopt(store, be, specs)
+                if adopted:
+                    print(f"{protocol.name}: re-attached to {len(adopted)} run(s) still running from the previous "
+                          f"driver (not resubmitted)", file=stream)
+            stale = store.recover_stale(keep=[j.run_id for j in adopted])
             if retry_failed:
                 store.reset_failed(ids)
             counts = store.counts(ids)
@@ -43,13 +50,13 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
             print(f"{protocol.name}: {len(specs)} runs ({new} new), {counts['done']} done, {counts['failed']} failed, "
                   f"{todo} to run" + (f"; {stale} interrupted run(s) set back to pending" if stale else ""),
                   file=stream)
-            if todo == 0:
+            if todo == 0 and not adopted:
                 return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
-            be = make_backend(name, protocol, protocol.store_path, gpus=gpus)
+            be = be or make_backend(name, protocol, protocol.store_path, gpus=gpus)
             progress = Progress(total=len(specs), already_done=counts["done"], already_failed=counts["failed"],
                                 stream=stream, tty=progress_tty, prior_run_s=_typical_run_s(store, ids))
             driver = Driver(specs, store, be, protocol.execution.max_attempts, progress=progress,
-                            heartbeat=lock.heartbeat)
+                            heartbeat=lock.heartbeat, adopted=adopted)
             try:
                 be.open()  # (idempotent: the driver opens it too) to describe the real resources
                 print(f"{protocol.name}: {be.describe()}", file=stream)
