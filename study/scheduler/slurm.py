@@ -10,10 +10,21 @@ Install with ``pip install maskstudy[slurm]``. Settings come from the protocol:
 The pending runs are submitted as one job array (at most ``array_parallelism`` tasks running
 at once); each array task runs one run: the same ``python -m study.worker`` in a temp folder
 on the node, with the GPU(s) Slurm gave it. The task returns the result to the driver
-(submitit pickles it into ``folder``) and also drops a copy in ``folder/results/``, so a driver
-restarted after a crash collects runs that finished meanwhile instead of recomputing them.
+(submitit pickles it into ``folder``) and also drops a copy in ``folder/results/``.
 Retries go out as a new, smaller array. One run per array task, so out-of-memory failures are
 plain retries here (no packing to reduce).
+
+Driver crashes: jobs outlive the driver, so a restarted ``study run`` picks up their work
+instead of paying for it twice. Once the array is submitted, the driver records each run's job
+id in the store (``runs.worker`` = ``host:pid:slurm:<job id>``). On restart, before anything is
+resubmitted, :meth:`SlurmBackend.adopt` asks about those jobs (one ``sacct`` call; for the local
+executor, whether the job's controller process still runs): a job still pending or running is
+*re-attached* — tracked like a job the new driver submitted, same attempt, not resubmitted,
+its result or failure recorded when it ends — and logged as an ``adopted`` event. Jobs that are
+gone fall back to the plain path: a result they left in ``folder/results/`` is collected, other
+runs go back to pending and are resubmitted. (A driver killed in the instant between
+submitting an array and recording its ids resubmits those runs; ``folder`` must stay the same
+across restarts.)
 
 Pre-emption and time limits: the job callable is ``submitit.helpers.Checkpointable``, so when
 Slurm pre-empts a task or its time runs out, submitit requeues it (up to ``max_num_timeout``
@@ -21,12 +32,19 @@ times for time-outs); a run restarts from scratch (runs are atomic), and the wor
 interrupted attempt is killed with its job.
 
 ``executor: local`` runs the same code path with submitit's local executor (processes on this
-machine, no Slurm; ``array_parallelism`` is then enforced by the driver) — how the tests run it;
-``executor: debug`` runs jobs in the driver's process, for stepping through with a debugger.
+machine, no Slurm; ``array_parallelism`` is then enforced by the driver) — how the tests run it.
+Its jobs survive a ``kill -9`` of the driver too (each job is a controller process, pid = job
+id, that is reparented when the driver dies), but submitit follows only jobs it started in the
+same Python process — a rebuilt ``LocalJob`` reports "done" at once — so re-attached local jobs
+are followed by their controller's pid (:class:`_OrphanedLocalJob`). ``executor: debug`` runs
+jobs in the driver's process, for stepping through with a debugger (nothing to re-attach).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +79,43 @@ class SlurmRun(_CheckpointableBase):
     def __call__(self, spec_json: str, seed: int, threads: int, results_dir: str) -> dict:
         return run_worker_blocking(spec_json, seed, threads, gpu=INHERIT, copy_result_to=results_dir,
                                    slot="slurm")
+
+
+# sacct states of a job that has not ended yet (submitit's own list, plus the transient ones)
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "PREEMPTED", "CONFIGURING", "SUSPENDED",
+                 "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+RECORDED_JOB = re.compile(r"slurm:([0-9]+(?:_[0-9]+)?)")
+
+
+def _local_controller_alive(job_id: str, folder: str) -> bool:
+    """Whether the submitit local-executor job ``job_id`` (its controller's pid) still runs (Linux)."""
+    try:
+        proc = Path("/proc") / str(int(job_id))
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, ValueError, IndexError):
+        return False
+    # a zombie has ended; the command line guards against a recycled pid
+    return state not in ("Z", "X") and "submitit.local._local" in argv and folder in argv
+
+
+class _OrphanedLocalJob:
+    """A local-executor job started by a driver that has died: followed by its controller's pid."""
+
+    def __init__(self, submitit, folder: str, job_id: str):
+        self.folder, self.job_id = folder, job_id
+        self._job = submitit.LocalJob(folder, job_id)  # without its Popen: reads the result pickle
+        self._job._results_timeout_s = 2  # its controller has exited: the pickle is there or never will be
+
+    def done(self) -> bool:
+        return not _local_controller_alive(self.job_id, self.folder)
+
+    def result(self):
+        return self._job.result()
+
+    def cancel(self, check: bool = False) -> None:
+        if not self.done():
+            os.kill(int(self.job_id), signal.SIGINT)  # what LocalJob.cancel sends its controller
 
 
 class SlurmBackend:
@@ -146,6 +201,25 @@ class SlurmBackend:
                 out.result_file = self.results_dir / f"{job.run_id}.json"
             ended.append((job, out))
         return ended
+
+    def adopt(self, jobs: list[Job]) -> list[Job]:
+        """Re-attach to the runs of a dead driver whose recorded job (``job.where`` = ``slurm:<id>``)
+        is still pending or running; they are then polled like submitted ones. Returns those."""
+        self.open()
+        recorded = [(job, m.group(1)) for job in jobs if (m := RECORDED_JOB.fullmatch(job.where))]
+        if not recorded or self.cfg.executor == "debug":  # debug jobs ran inside the dead driver
+            return []
+        folder = str(self.executor.folder)  # absolute, with the %j of open()
+        if self.cfg.executor == "slurm":
+            sjobs = [(job, self.submitit.SlurmJob(folder=folder, job_id=jid)) for job, jid in recorded]
+            # (the first .state asks sacct about every registered job at once; the rest read its answer)
+            alive = [(job, s) for job, s in sjobs if (s.state.split() or ["UNKNOWN"])[0].upper() in ACTIVE_STATES]
+        else:
+            alive = [(job, _OrphanedLocalJob(self.submitit, folder, jid)) for job, jid in recorded
+                     if _local_controller_alive(jid, folder)]
+        for job, sjob in alive:
+            self.jobs[sjob.job_id] = (sjob, job)
+        return [job for job, _ in alive]
 
     def on_oom(self, job: Job) -> str | None:
         return None
