@@ -121,7 +121,7 @@ def read_tail(path: Path, chars: int = 64_000) -> str:
         return ""
 
 
-def run_worker_blocking(spec_json: str, seed: int, threads: int, gpu: int | str | None = INHERIT,
+def run_worker_blocking(spec_json: str, threads: int, gpu: int | str | None = INHERIT,
                         timeout_s: float | None = None, copy_result_to: str | None = None, slot: str = "") -> dict:
     """Run the worker command to completion in a private temp folder; returns a picklable dict.
 

@@ -40,9 +40,9 @@ def import_ray():
     return ray
 
 
-def ray_task(spec_json: str, seed: int, threads: int, timeout_s: float | None) -> dict:
+def ray_task(spec_json: str, threads: int, timeout_s: float | None) -> dict:
     """Body of the Ray task (module-level, so Ray ships it by reference)."""
-    return run_worker_blocking(spec_json, seed, threads, gpu=INHERIT, timeout_s=timeout_s, slot="ray")
+    return run_worker_blocking(spec_json, threads, gpu=INHERIT, timeout_s=timeout_s, slot="ray")
 
 
 class RayBackend:
@@ -114,7 +114,7 @@ class RayBackend:
                 where = "ray:cpu"
             claim(job, where)
             ref = self.remote.options(**opts, max_retries=0).remote(
-                job.spec.to_json(), job.spec.seed, self.threads, self.timeout_s)
+                job.spec.to_json(), self.threads, self.timeout_s)
             self.tasks[ref] = job
 
     def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:

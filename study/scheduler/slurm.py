@@ -76,8 +76,8 @@ def import_submitit():
 class SlurmRun(_CheckpointableBase):
     """One array task: run the worker command for one spec. Requeued as-is on pre-emption/time-out."""
 
-    def __call__(self, spec_json: str, seed: int, threads: int, results_dir: str) -> dict:
-        return run_worker_blocking(spec_json, seed, threads, gpu=INHERIT, copy_result_to=results_dir,
+    def __call__(self, spec_json: str, threads: int, results_dir: str) -> dict:
+        return run_worker_blocking(spec_json, threads, gpu=INHERIT, copy_result_to=results_dir,
                                    slot="slurm")
 
 
@@ -174,7 +174,7 @@ class SlurmBackend:
         for job in batch:
             claim(job, "slurm")
         fn = SlurmRun()
-        submitted = self.executor.map_array(fn, [j.spec.to_json() for j in batch], [j.spec.seed for j in batch],
+        submitted = self.executor.map_array(fn, [j.spec.to_json() for j in batch],
                                             [self.threads] * len(batch), [str(self.results_dir)] * len(batch))
         for sjob, job in zip(submitted, batch, strict=True):
             job.where = f"slurm:{sjob.job_id}"

@@ -75,7 +75,7 @@ def test_slurm_job_preempted_mid_run_is_requeued(tmp_path, test_fault_here):
     spec = expand(load_protocol(path))[0]
     executor = submitit.AutoExecutor(folder=str(tmp_path / "slurm" / "%j"), cluster="local")
     executor.update_parameters(timeout_min=10, gpus_per_node=0)
-    job = executor.submit(SlurmRun(), spec.to_json(), spec.seed, 1, str(tmp_path / "results"))
+    job = executor.submit(SlurmRun(), spec.to_json(), 1, str(tmp_path / "results"))
     wait_for(lambda: marker.exists(), what="the job's worker to be mid-run")
     mine = f"SUBMITIT_LOCAL_JOB_ID={job.job_id}"
     (first_worker,) = worker_pids("maskstudy-", mine)  # the worker runs in a private temp folder
