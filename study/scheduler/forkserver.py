@@ -10,9 +10,10 @@ very same ``study.worker.main``, but starts warm.
 
 What a fork cannot change, the server fixes before Python starts and the same for every run:
 ``PYTHONHASHSEED`` (constant for all runs, see ``launch.PYTHONHASHSEED``), ``OMP_NUM_THREADS``
-and friends (the pool's threads per run), ``CUBLAS_WORKSPACE_CONFIG``. What differs per run is
-set in the child before any CUDA call: ``CUDA_VISIBLE_DEVICES`` (CUDA reads it when it
-initialises, which the server never does), ``MASKSTUDY_SLOT``, the torch thread count.
+and ``MKL_NUM_THREADS`` (the pool's threads per run), ``CUBLAS_WORKSPACE_CONFIG``. What differs
+per run is set in the child before any CUDA call: ``CUDA_VISIBLE_DEVICES`` (CUDA reads it when
+it initialises, which the server never does), ``MASKSTUDY_SLOT``; the child also sizes torch's
+and OpenBLAS's thread pools (the server loads OpenBLAS single-threaded: its pool is threads).
 
 Forking is only safe from a process with one thread and no CUDA context, so the server checks
 both after warming up (and the thread count before every fork). If either fails it says why
@@ -265,8 +266,13 @@ def _child(req: dict, server_pid: int) -> None:
         os.environ.update(req["env"])
         os.environ["MASKSTUDY_PARENT_PID"] = str(server_pid)  # the worker's own parent watch
         import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(int(req["env"].get("OMP_NUM_THREADS") or 1))  # OMP_* was read at import
+        # OMP_*/MKL_* were read when the server loaded torch, OpenBLAS started single-threaded there:
+        # size the pools of this run now (no threads exist yet in this process).
+        threads = int(req["env"].get("OMP_NUM_THREADS") or 1)
+        torch.set_num_threads(threads)
+        threadpool_limits(threads, user_api="blas")
         from study import worker
 
         code = worker.main([req["spec"], req["result"]])

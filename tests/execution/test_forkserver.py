@@ -41,7 +41,8 @@ def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
     for start in ("forkserver", "spawn"):
         folder = tmp_path / start
         folder.mkdir()
-        path = write_protocol(folder, seeds=[0, 1], execution={"worker_start": start, "cpu_slots": 2})
+        # 2 threads per run, as the demo: the server must still be single-threaded (OpenBLAS!)
+        path = write_protocol(folder, seeds=[0, 1], execution={"worker_start": start, "threads_per_run": 2})
         out = cli("run", path, cwd=folder)
         assert out.returncode == 0, out.stderr[-3000:]
         assert ("workers forked from a preloaded server" if start == "forkserver" else "workers fresh interpreters") \
@@ -58,9 +59,10 @@ def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
         assert {e["env_vars"]["MASKSTUDY_WORKER_START"] for e in envs} == {start}
         assert {e["env_vars"]["PYTHONHASHSEED"] for e in envs} == {"0"}
         assert {e["env_vars"]["CUDA_VISIBLE_DEVICES"] for e in envs} == {""}  # CPU slots see no GPU
-        assert {e["env_vars"]["MASKSTUDY_SLOT"] for e in envs} <= {"cpu0", "cpu1"}
+        assert {e["env_vars"]["MASKSTUDY_SLOT"] for e in envs} == {"cpu0"}
         assert len({e["pid"] for e in envs}) == 4  # one fresh process per run
-        assert {e["cpu_threads"] for e in envs} == {1}  # threads_per_run, also in a forked child
+        assert {e["cpu_threads"] for e in envs} == {2}  # threads_per_run, also in a forked child
+        assert {e["env_vars"]["OMP_NUM_THREADS"] for e in envs} == {"2"}
 
 
 def test_killing_the_fork_server_costs_an_attempt_not_a_run(tmp_path):
