@@ -205,13 +205,14 @@ def warm_up(warm: dict) -> list[str]:
         if not source.startswith("builtin:") and not Path(source).expanduser().is_dir():
             continue  # a hub name: same reason
         try:
-            _resolve_model_classes(source)
+            preload_model_classes(source)
         except Exception as e:  # noqa: BLE001
             notes.append(f"model {model.get('name')}: {type(e).__name__}: {e}")
     return notes
 
 
-def _resolve_model_classes(source: str) -> None:
+def preload_model_classes(source: str) -> None:
+    """Import the modules a model's loading needs (config, model and tokenizer classes)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from study.models import resolve_source

@@ -304,3 +304,21 @@ def test_plan_estimates_from_finished_runs_of_the_same_model():
     assert e.source == "model" and e.seconds == pytest.approx(64 / 2.0 + 13.0)
     new_model = dict(data, models=[{**data["models"][0], "num_hidden_layers": 2}])
     assert Estimator(done, calibrate="never").estimate(expand(parse_protocol(new_model))[0]).source == "none"
+
+
+def test_plan_calibration_times_real_steps_and_counts_what_each_launcher_pays_per_run():
+    from study.scheduler.plan import Estimator
+
+    data = {**json.loads(json.dumps(TINY)), "store": "x.sqlite"}
+    spec = expand(parse_protocol(data))[0]
+    spawned = Estimator([], calibrate="auto", stream=io.StringIO())
+    e_spawn = spawned.estimate(spec)  # runs a few real training steps in a fresh process
+    (c,) = spawned.calibrations.values()
+    assert e_spawn.source == "calibrated" and c["examples_per_s"] > 0 and c["n_train"] == 16 and c["n_eval"] == 8
+    # Fresh interpreter: interpreter, imports, data, model; forked from the warm server: model and tokens only.
+    assert 0 < c["startup_preloaded_s"] < c["startup_s"]
+    forked = Estimator([], calibrate="auto", stream=io.StringIO(), preloaded=True)
+    forked.calibrations = spawned.calibrations  # the same measurement
+    e_fork = forked.estimate(spec)
+    assert e_spawn.seconds - e_fork.seconds == pytest.approx(c["startup_s"] - c["startup_preloaded_s"])
+    assert e_spawn.seconds - e_fork.seconds > 0.3  # at least `import torch` (seconds on these machines)
