@@ -3,8 +3,9 @@
 Starting ``python -m study.worker`` costs every run an interpreter, ``import torch`` and
 transformers' model modules and a parse of the dataset — seconds on a small machine, more than
 5 % of a one-minute run. The fork server pays that once per ``study run``: it is started
-with the workers' environment, imports the worker's code, resolves the model classes and loads
-the (local) data of the grid, then forks one child per run. Each child is still a fresh
+with the workers' environment, imports the worker's code, resolves the model classes (built-in,
+local folders, hub names found in the local Hugging Face cache — never the network) and loads
+the local data of the grid, then forks one child per run. Each child is still a fresh
 process of its own — its own pid, session and log, killed alone on a time-out — and runs the
 very same ``study.worker.main``, but starts warm.
 
@@ -202,25 +203,25 @@ def warm_up(warm: dict) -> list[str]:
             notes.append(f"task {task.get('name')}: {type(e).__name__}: {e}")
     for model in warm.get("models", []):
         source = model.get("source", "")
-        if not source.startswith("builtin:") and not Path(source).expanduser().is_dir():
-            continue  # a hub name: same reason
+        # A hub name is read from the local Hugging Face cache only: never the network from here.
+        hub = not source.startswith("builtin:") and not Path(source).expanduser().is_dir()
         try:
-            preload_model_classes(source)
+            preload_model_classes(source, local_files_only=hub)
         except Exception as e:  # noqa: BLE001
             notes.append(f"model {model.get('name')}: {type(e).__name__}: {e}")
     return notes
 
 
-def preload_model_classes(source: str) -> None:
+def preload_model_classes(source: str, local_files_only: bool = False) -> None:
     """Import the modules a model's loading needs (config, model and tokenizer classes)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from study.models import resolve_source
 
     path = resolve_source(source)
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
     AutoModelForSequenceClassification._model_mapping[type(config)]  # imports the modeling module
-    AutoTokenizer.from_pretrained(path)  # imports the tokenizer classes
+    AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)  # imports the tokenizer classes
 
 
 def fork_safety() -> str:

@@ -118,3 +118,45 @@ def test_fork_safety_in_this_test_process_sees_its_threads():
     finally:
         stop.set()
         t.join()
+
+
+def _hub_cache_with_minilm(root: Path, repo: str) -> Path:
+    """A Hugging Face hub cache (``models--org--name/snapshots/<rev>``, ``refs/main``) holding the
+    built-in MiniLM's files, as `huggingface-cli download` would leave it."""
+    from study.models import resolve_source
+
+    model = root / ("models--" + repo.replace("/", "--"))
+    snapshot = model / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text("0123abcd")
+    src = Path(resolve_source("builtin:minilm-l6"))
+    for name in ("config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.txt"):
+        (snapshot / name).symlink_to(src / name)
+    return root
+
+
+def test_fork_server_warms_up_a_hub_model_from_the_local_cache_only(tmp_path):
+    repo = "sentence-transformers/all-MiniLM-L6-v2"
+    cache = _hub_cache_with_minilm(tmp_path / "hub", repo)
+    path = write_protocol(tmp_path, models=[{"name": "minilm-hub", "source": repo, "num_hidden_layers": 1}])
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "fresh interpreter instead" not in out.stderr
+    server_log = (tmp_path / "runs" / "exec.work" / "logs" / "forkserver.log").read_text()
+    assert "warm-up:" not in server_log, server_log  # config, model and tokenizer classes came from the cache
+    envs = [json.loads(e) for (e,) in query(tmp_path / "runs" / "exec.sqlite", "SELECT env FROM runs")]
+    assert len(envs) == 2 and {e["env_vars"]["MASKSTUDY_WORKER_START"] for e in envs} == {"forkserver"}
+
+    # Not in the cache: the server says so and carries on (it never reaches for the network);
+    # the run itself then fails to load the model, as it would have anyway.
+    (tmp_path / "runs").rename(tmp_path / "runs-1")
+    empty = {**env, "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], capture_output=True, text=True,
+                         cwd=tmp_path, env=empty, timeout=300)
+    assert out.returncode == 1 and "fresh interpreter instead" not in out.stderr, out.stderr[-3000:]
+    server_log = (tmp_path / "runs" / "exec.work" / "logs" / "forkserver.log").read_text()
+    assert "warm-up: model minilm-hub: OSError" in server_log, server_log
