@@ -82,7 +82,8 @@ def test_one_comparison_only():
 
 def test_n1_and_n2_give_nan_with_warning_not_crash():
     runs = make_runs({"a": [0.01, 0.02], "b": [0.03]})
-    with pytest.warns(AnalysisWarning, match="fewer than 2 pairs"):
+    with pytest.warns(AnalysisWarning, match="fewer than 2 pairs"), \
+            pytest.warns(AnalysisWarning, match=r"dropped seed\(s\) \[1\] with no treatment run"):
         table = compare(runs, n_boot=500)
     two, one = table.iloc[0], table.iloc[1]
     assert one.n_pairs == 1 and np.isnan(one.p_ttest) and np.isnan(one.ci_low)
@@ -150,7 +151,8 @@ def test_default_baseline_and_errors():
 def test_failed_runs_are_ignored():
     runs = make_runs({"a": D_A}).assign(status="done")
     runs.loc[(runs.masker == "a") & (runs.seed == 0), "status"] = "failed"
-    with pytest.warns(AnalysisWarning, match="not 'done'"):
+    with pytest.warns(AnalysisWarning, match="not 'done'"), \
+            pytest.warns(AnalysisWarning, match=r"dropped seed\(s\) \[0\] with no treatment run"):
         table = compare(runs, n_boot=100)
     assert table.n_pairs.iloc[0] == 4
 
