@@ -76,10 +76,14 @@ class ForkedWorker:
 class ForkServer:
     """Driver-side handle: start the server, ask it for workers, learn how they ended."""
 
-    def __init__(self, warm: dict, env: dict, log_path: Path, start_timeout_s: float = 300):
+    def __init__(self, warm: dict, env: dict, folder: Path, start_timeout_s: float = 300):
+        """``warm``: the grid's distinct task and model configs; ``folder``: where its warm-up plan
+        (``forkserver.json``, also on its command line, so ``ps`` tells whose server it is) and
+        log (``forkserver.log``) go."""
         self.warm = warm
         self.env = env
-        self.log_path = Path(log_path)
+        self.plan_path = Path(folder) / "forkserver.json"
+        self.log_path = Path(folder) / "forkserver.log"
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
         self.warm_s = 0.0
@@ -96,9 +100,10 @@ class ForkServer:
         from study.scheduler.launch import die_with_parent
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.plan_path.write_text(json.dumps(self.warm, indent=1))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "study.scheduler.forkserver", json.dumps(self.warm)], env=self.env,
+                [sys.executable, "-m", "study.scheduler.forkserver", str(self.plan_path)], env=self.env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
                 preexec_fn=die_with_parent)
         threading.Thread(target=self._read, name="forkserver-reader", daemon=True).start()
@@ -341,7 +346,11 @@ def serve(warm: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when its workers stop
-    return serve(json.loads(argv[0]) if argv else {})
+    if len(argv) != 1:
+        print("usage: python -m study.scheduler.forkserver WARM_UP_PLAN_JSON  (started by the local pool)",
+              file=sys.stderr)
+        return 2
+    return serve(json.loads(Path(argv[0]).read_text()))
 
 
 if __name__ == "__main__":

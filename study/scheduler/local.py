@@ -207,7 +207,7 @@ class LocalPool:
         # OpenBLAS (numpy's, scipy's) starts its thread pool when loaded, which would make the
         # server unsafe to fork; the child sizes those pools itself (forkserver._child).
         env["OPENBLAS_NUM_THREADS"] = "1"
-        self.server = ForkServer(warm, env, self.work / "logs" / "forkserver.log")
+        self.server = ForkServer(warm, env, self.work / "logs")
         try:
             self.server.start()
         except ForkServerUnavailable as e:

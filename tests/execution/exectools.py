@@ -112,6 +112,22 @@ def worker_pids(marker: str, env_marker: str | None = None) -> list[int]:
     return pids
 
 
+def fork_servers(marker: str) -> list[int]:
+    """Live fork servers whose command line (their warm-up plan's path) mentions ``marker``. (Its
+    forked workers share that command line; they write to a log, the server to a pipe.)"""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode() if d.name.isdigit() else ""
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0] if cmd else "Z"
+            stdout = os.readlink(d / "fd" / "1") if cmd else ""
+        except OSError:
+            continue
+        if "study.scheduler.forkserver" in cmd and marker in cmd and stdout.startswith("pipe:") and state != "Z":
+            pids.append(int(d.name))
+    return pids
+
+
 def run_env(store: Path, run_id: str) -> dict:
     (value,) = query(store, "SELECT env FROM runs WHERE run_id=?", run_id)[0]
     return json.loads(value)

@@ -14,7 +14,17 @@ import socket
 import time
 
 import pytest
-from exectools import alive, cli, query, run_env, start_cli, wait_for, worker_pids, write_protocol
+from exectools import (
+    alive,
+    cli,
+    fork_servers,
+    query,
+    run_env,
+    start_cli,
+    wait_for,
+    worker_pids,
+    write_protocol,
+)
 
 
 def check_exactly_once(store, n_runs: int, n_eval: int = 8) -> None:
@@ -106,11 +116,12 @@ def test_kill_driver_mid_grid_then_resume_and_add_seeds(tmp_path):
         assert f"pid {driver.pid} on host {socket.gethostname()}" in second.stderr, second.stderr
         status = cli("status", path, cwd=tmp_path).stdout
         assert f"driver: pid {driver.pid}" in status and "running  tweets/minilm-l1/slow/seed0" in status
-        workers = worker_pids(work)
+        workers, servers = worker_pids(work), fork_servers(work)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
-        wait_for(lambda: not worker_pids(work), timeout=10, what="the orphaned worker to die with its driver")
-        assert workers
+        wait_for(lambda: not worker_pids(work) and not fork_servers(work), timeout=10,
+                 what="the orphaned worker and fork server to die with their driver")
+        assert workers and len(servers) == 1
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -153,7 +164,8 @@ def test_kill_driver_at_random_moments_until_done(tmp_path):
         time.sleep(rng.uniform(0.5, 9.0))
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
-        wait_for(lambda: not worker_pids(work), timeout=10, what="workers to die with their driver")
+        wait_for(lambda: not worker_pids(work) and not fork_servers(work), timeout=10,
+                 what="workers and the fork server to die with their driver")
         assert query(store, "PRAGMA integrity_check") in ([], [("ok",)])
     final = cli("run", path, cwd=tmp_path)
     assert final.returncode == 0, final.stderr[-3000:]
