@@ -3,8 +3,9 @@
     python -m study.worker SPEC_JSON_FILE RESULT_JSON_FILE
 
 The driver starts each run in a fresh process whose environment (CUDA_VISIBLE_DEVICES,
-CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED, thread counts) is set before Python starts
-(``study.scheduler.launch``). The worker never touches the store: it writes the result to a
+CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED, thread counts) is set before the run starts
+(``study.scheduler.launch``): this command, or ``main`` called in a child forked from the local
+pool's warm fork server (``study.scheduler.forkserver``). The worker never touches the store: it writes the result to a
 temporary file and renames it into place, so the driver sees either a complete result or none.
 Exit code 0 on success; on failure the traceback goes to stderr and the exit code is 1
 (3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU).

@@ -1,6 +1,7 @@
 """Execution: a driver (``driver.py``) over three backends — the local GPU-slot pool
-(``local.py``, default), Ray (``ray_backend.py``) and Slurm via submitit (``slurm.py``) — with
-one driver per store (``lock.py``). ``run.execute`` is what ``study run`` calls; ``plan.py``
+(``local.py``, default; workers forked from ``forkserver.py``), Ray (``ray_backend.py``) and
+Slurm via submitit (``slurm.py``), all around the worker command of ``launch.py`` — with one
+driver per store (``lock.py``). ``run.execute`` is what ``study run`` calls; ``plan.py``
 serves ``study plan`` and ``study status``."""
 
 from __future__ import annotations
