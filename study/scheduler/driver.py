@@ -96,13 +96,13 @@ def recorded_where(worker: str | None) -> str:
     return parts[2] if len(parts) == 3 else ""
 
 
-def adopt(store: Store, backend: Backend, specs: list[RunSpec]) -> list[Job]:
-    """Re-attach runs a dead driver left running whose attempts still run; call under the driver
-    lock, before ``Store.recover_stale(keep=...)``. The store is written here, not by the backend:
-    an ``adopted`` event per run, and the new driver's name in ``runs.worker``."""
+def adopt(store: Store, backend: Backend, specs: list[RunSpec], running: dict[str, tuple[str | None, int]]) -> list[Job]:
+    """Re-attach runs a dead driver left running (``running``: ``Store.running``) whose attempts
+    still run; call under the driver lock, before ``Store.recover_stale(keep=...)``. The store is
+    written here, not by the backend: an ``adopted`` event per run, and the new driver's name in
+    ``runs.worker``."""
     take = getattr(backend, "adopt", None)
     by_id = {s.run_id: s for s in specs}
-    running = store.running(by_id)
     if take is None or not running:
         return []
     candidates = [Job(by_id[rid], attempt=attempts, where=recorded_where(worker))

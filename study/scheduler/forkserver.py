@@ -81,7 +81,15 @@ class ForkServer:
         (``forkserver.json``, also on its command line, so ``ps`` tells whose server it is) and
         log (``forkserver.log``) go."""
         self.warm = warm
-        self.env = env
+        self.env = {
+            **env,
+            # If anything asks torch whether CUDA is available while warming up, answer from NVML,
+            # which does not initialise CUDA in the server (that would make forking it unsafe).
+            "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
+            # OpenBLAS (numpy's, scipy's) starts its thread pool when loaded, which would also make
+            # the server unsafe to fork; each child sizes those pools itself (_child).
+            "OPENBLAS_NUM_THREADS": "1",
+        }
         self.plan_path = Path(folder) / "forkserver.json"
         self.log_path = Path(folder) / "forkserver.log"
         self.start_timeout_s = start_timeout_s

@@ -69,11 +69,15 @@ def worker_command(spec_file: Path, result_file: Path) -> list[str]:
     return [sys.executable, "-m", "study.worker", str(spec_file), str(result_file)]
 
 
+def _libc() -> ctypes.CDLL:
+    """The C library, for prctl (Linux); OSError elsewhere."""
+    return ctypes.CDLL("libc.so.6", use_errno=True)
+
+
 def die_with_parent() -> None:
     """preexec_fn: SIGKILL this child when the launching process dies (Linux), even on kill -9."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: the worker's own parent watch covers it
         pass
 
@@ -81,8 +85,7 @@ def die_with_parent() -> None:
 def set_process_name(name: str) -> None:
     """Name this process in ``ps``/``top`` (Linux: 15 characters), e.g. after the run it runs."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+        _libc().prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
     except OSError:
         pass
 

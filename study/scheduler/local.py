@@ -201,12 +201,6 @@ class LocalPool:
         # What a fork cannot change is fixed here for all runs; CUDA_VISIBLE_DEVICES is set per
         # run in the child (the server itself sees no GPU, so it cannot touch one by accident).
         env = worker_env(self.threads, None, slot="forkserver", start="forkserver")
-        # If anything asks torch whether CUDA is available while warming up, answer from NVML,
-        # which does not initialise CUDA in the server (that would make forking it unsafe).
-        env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-        # OpenBLAS (numpy's, scipy's) starts its thread pool when loaded, which would make the
-        # server unsafe to fork; the child sizes those pools itself (forkserver._child).
-        env["OPENBLAS_NUM_THREADS"] = "1"
         self.server = ForkServer(warm, env, self.work / "logs")
         try:
             self.server.start()

@@ -36,9 +36,10 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
                       f"{r.get('host')})", file=stream)
             new = store.register(specs)
             be, adopted = None, []
-            if store.running(ids):  # a driver died: re-attach to attempts that still run (Slurm jobs)
+            running = store.running(ids)
+            if running:  # a driver died: re-attach to attempts that still run (Slurm jobs)
                 be = make_backend(name, protocol, protocol.store_path, gpus=gpus)
-                adopted = adopt(store, be, specs)
+                adopted = adopt(store, be, specs, running)
                 if adopted:
                     print(f"{protocol.name}: re-attached to {len(adopted)} run(s) still running from the previous "
                           f"driver (not resubmitted)", file=stream)

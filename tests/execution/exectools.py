@@ -87,45 +87,48 @@ def wait_for(predicate, timeout: float = 180, every: float = 0.1, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def worker_pids(marker: str, env_marker: str | None = None) -> list[int]:
-    """Live worker processes whose command line (spawned) or log file (forked) mentions ``marker``
-    (e.g. a run id) and, if given, whose environment holds ``env_marker`` (e.g.
-    ``SUBMITIT_LOCAL_JOB_ID=123``; forked workers keep their server's initial environment)."""
-    pids = []
+def live_processes(with_environ: bool = False):
+    """(pid, command line, stdout target, initial environment) of every live, non-zombie process."""
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                continue
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            environ = (d / "environ").read_bytes().decode(errors="replace").split("\0") if env_marker else []
+            environ = (d / "environ").read_bytes().decode(errors="replace").split("\0") if with_environ else []
         except OSError:
             continue
-        try:  # a worker forked from the fork server has its command line, but its own log as stdout
+        try:
             stdout = os.readlink(d / "fd" / "1")
         except OSError:
             stdout = ""
-        spawned = "study.worker" in cmd and marker in cmd
-        forked = "study.scheduler.forkserver" in cmd and marker in stdout
-        if (spawned or forked) and state != "Z" and (not env_marker or env_marker in environ):
-            pids.append(int(d.name))
-    return pids
+        yield int(d.name), cmd, stdout, environ
+
+
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ... (["gone"] once the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ["gone"]
+
+
+def worker_pids(marker: str, env_marker: str | None = None) -> list[int]:
+    """Live worker processes whose command line (spawned) or log file (forked) mentions ``marker``
+    (e.g. a run id) and, if given, whose environment holds ``env_marker`` (e.g.
+    ``SUBMITIT_LOCAL_JOB_ID=123``; forked workers keep their server's initial environment)."""
+    return [pid for pid, cmd, stdout, environ in live_processes(with_environ=env_marker is not None)
+            if (("study.worker" in cmd and marker in cmd)  # spawned
+                or ("study.scheduler.forkserver" in cmd and marker in stdout))  # forked: its own log
+            and (not env_marker or env_marker in environ)]
 
 
 def fork_servers(marker: str) -> list[int]:
     """Live fork servers whose command line (their warm-up plan's path) mentions ``marker``. (Its
     forked workers share that command line; they write to a log, the server to a pipe.)"""
-    pids = []
-    for d in Path("/proc").iterdir():
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode() if d.name.isdigit() else ""
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0] if cmd else "Z"
-            stdout = os.readlink(d / "fd" / "1") if cmd else ""
-        except OSError:
-            continue
-        if "study.scheduler.forkserver" in cmd and marker in cmd and stdout.startswith("pipe:") and state != "Z":
-            pids.append(int(d.name))
-    return pids
+    return [pid for pid, cmd, stdout, _ in live_processes()
+            if "study.scheduler.forkserver" in cmd and marker in cmd and stdout.startswith("pipe:")]
 
 
 def run_env(store: Path, run_id: str) -> dict:

@@ -12,17 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from exectools import alive, cli, query, start_cli, wait_for, worker_pids, write_protocol
+from exectools import alive, cli, proc_stat, query, start_cli, wait_for, worker_pids, write_protocol
 
 from study.scheduler.forkserver import fork_safety
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: state, ppid, ... (["gone"] once the process is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return ["gone"]
 
 
 def _runs(store):
@@ -77,10 +69,10 @@ def test_killing_the_fork_server_costs_an_attempt_not_a_run(tmp_path):
         wait_for(lambda: alive(driver, log) and (tmp_path / "slow-marker").exists(), what="the slow worker mid-run")
         ((slow_id,),) = query(store, "SELECT run_id FROM runs WHERE masker='slow'")
         (worker,) = worker_pids(slow_id)
-        server = int(_stat(worker)[1])  # its parent
+        server = int(proc_stat(worker)[1])  # its parent
         assert "study.scheduler.forkserver" in Path(f"/proc/{server}/cmdline").read_text()
         os.kill(server, signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{worker}").exists() or _stat(worker)[0] == "Z",
+        wait_for(lambda: not Path(f"/proc/{worker}").exists() or proc_stat(worker)[0] == "Z",
                  timeout=30, what="the forked worker to die with its server")
         assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
