@@ -140,8 +140,13 @@ def evaluate(model, items: list[dict], pad_id: int, batch_size: int, device) -> 
     return np.concatenate(preds), np.concatenate(scores)
 
 
-def run_one(spec: RunSpec, on_step=None) -> RunResult:
-    """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress."""
+def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None) -> RunResult:
+    """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress.
+
+    ``max_steps`` stops training after that many optimizer steps in total (learning-rate schedule
+    and masker schedules still span the full run) and evaluates once: ``study plan`` times a few
+    real steps of a run this way.
+    """
     t_start = time.perf_counter()
     training = spec.training
     if spec.execution.get("threads_per_run"):
@@ -162,6 +167,7 @@ def run_one(spec: RunSpec, on_step=None) -> RunResult:
     orders = [order_rng.permutation(len(train_items)) for _ in range(epochs)]
     steps_per_epoch = math.ceil(len(train_items) / bs)
     total_steps = steps_per_epoch * epochs
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
 
     cls = masker_class(spec.masker["kind"])
     params = cls.Params(**{k: v for k, v in spec.masker.items() if k not in ("name", "kind")})
@@ -178,15 +184,17 @@ def run_one(spec: RunSpec, on_step=None) -> RunResult:
     masker.setup(model, tokenizer, train_items, total_steps)
     seed_everything(streams.dropout)  # from here on, global RNG draws are dropout: same for every masker
     masker.attach(model)
-    epoch_records, step = [], 0
+    epoch_records, step, trained = [], 0, 0
     t_train = 0.0
     labels = np.array([e.label for e in task.eval])
     try:
         for epoch in range(epochs):
             model.train()
             t0 = time.perf_counter()
-            loss_sum = 0.0
+            loss_sum, epoch_start_step = 0.0, step
             for start in range(0, len(train_items), bs):
+                if step >= stop_at:
+                    break
                 batch = collate([train_items[i] for i in orders[epoch][start:start + bs]], pad_id, device)
                 batch = masker.apply(batch, step)
                 logits = model(**model_inputs(batch)).logits
@@ -200,12 +208,16 @@ def run_one(spec: RunSpec, on_step=None) -> RunResult:
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.item()
                 step += 1
+                trained += len(batch["labels"])
                 if on_step:
-                    on_step(step, total_steps)
+                    on_step(step, stop_at)
             t_train += time.perf_counter() - t0
             preds, scores = evaluate(model, eval_items, pad_id, training.get("eval_batch_size", 128), device)
             metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels)
-            epoch_records.append({"epoch": epoch + 1, "train_loss": loss_sum / steps_per_epoch, "metrics": metrics})
+            epoch_records.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, step - epoch_start_step),
+                                  "metrics": metrics})
+            if step >= stop_at:
+                break
     finally:
         masker.detach()
 
@@ -219,7 +231,7 @@ def run_one(spec: RunSpec, on_step=None) -> RunResult:
         predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores, strict=True)],
         wall_time_s=time.perf_counter() - t_start,
         train_time_s=t_train,
-        train_examples_per_s=len(train_items) * epochs / max(t_train, 1e-9),
+        train_examples_per_s=trained / max(t_train, 1e-9),
         realised_mask_rate=masker.realised_rate,
         fingerprints={
             "data": task.fingerprint,
