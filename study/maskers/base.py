@@ -14,14 +14,24 @@ Evaluation never masks: the loop calls ``apply`` only on training batches, and h
 nothing when ``module.training`` is False. A masker draws random numbers only from
 ``self.generator`` (its own seed stream) so that, for one seed, head init, data order and
 dropout draws stay identical across maskers — the pairing the statistics rely on.
+
+This module imports torch only inside the functions that compute with it: the config layer
+(protocol validation, the registry of kinds) imports it, and must not pay for torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+
+def _torch():
+    import torch
+
+    return torch
 
 
 class ParamError(ValueError):
@@ -53,17 +63,16 @@ class MaskerContext:
     num_layers: int
     num_heads: int
     is_decoder: bool
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=lambda: _torch().device("cpu"))
 
 
 def eligible_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor) -> torch.Tensor:
     """Bool mask of positions an input-level masker may touch: real tokens that are not special."""
-    special = torch.isin(input_ids, special_ids.to(input_ids.device))
+    special = _torch().isin(input_ids, special_ids.to(input_ids.device))
     return attention_mask.bool() & ~special
 
 
 class Masker:
-    kind: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     level: ClassVar[str] = "none"  # "none" | "input" | "attention"
 
@@ -99,6 +108,7 @@ class Masker:
 
     def record_tensors(self, masked: torch.Tensor, eligible: torch.Tensor | int) -> None:
         """Like ``record`` for bool masks (or counts) on the training device, without a host sync."""
+        torch = _torch()
         total = eligible.sum() if isinstance(eligible, torch.Tensor) else torch.tensor(eligible, device=masked.device)
         counts = torch.stack([masked.sum().to(torch.long), total.to(torch.long)])
         self._pending = counts if self._pending is None else self._pending + counts

@@ -15,25 +15,13 @@ realised rate is dropped heads / (examples × heads), over all layers and steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from study.maskers import Masker, register
 from study.maskers.attention import attention_modules
-from study.maskers.base import Masker, ParamError
-from study.maskers.schedules import ScheduledRate
-from study.registry import MASKERS
+from study.maskers.params import DropHeadParams
 
 MAX_REDRAWS = 1000
-
-
-@dataclass(frozen=True)
-class DropHeadParams(ScheduledRate):
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_rate >= 1.0:
-            raise ParamError("rate", "DropHead needs a rate below 1 (every example keeps at least one head)",
-                             "use a rate below 1")
 
 
 def output_projection(model, attn_module) -> torch.nn.Linear:
@@ -72,9 +60,8 @@ def head_scale(keep: torch.Tensor) -> torch.Tensor:
     return keep.float() * (heads / keep.sum(1, keepdim=True).float())
 
 
-@MASKERS.register("drophead")
+@register("drophead")
 class DropHeadMasker(Masker):
-    kind = "drophead"
     Params = DropHeadParams
     level = "attention"
 

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from study.maskers.base import Masker, eligible_positions
-from study.maskers.schedules import ScheduledRate
-from study.registry import MASKERS
+from study.maskers import Masker, register
+from study.maskers.base import eligible_positions
+from study.maskers.params import RandomTokenParams
 
 
-@MASKERS.register("none")
+@register("none")
 class NoMasking(Masker):
     """The baseline: trains exactly as without the harness."""
 
-    kind = "none"
 
-
-@dataclass(frozen=True)
-class RandomTokenParams(ScheduledRate):
-    """``rate`` plus an optional ``schedule`` (see :mod:`study.maskers.schedules`)."""
-
-
-@MASKERS.register("random-token")
+@register("random-token")
 class RandomTokenMasker(Masker):
     """Token Masking: each eligible position becomes the replacement token with probability ``rate``.
 
@@ -37,7 +28,6 @@ class RandomTokenMasker(Masker):
         - {name: random-warm, kind: random-token, rate: 0.15, schedule: linear-warmup, warmup: 0.1}
     """
 
-    kind = "random-token"
     Params = RandomTokenParams
     level = "input"
 

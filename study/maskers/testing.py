@@ -1,7 +1,9 @@
 """Test fixture, not a regularizer: the ``test-fault`` masker kind injects failures and delays.
 
 Registered only when the environment has ``MASKSTUDY_TEST_MASKERS=1`` (see
-``study/maskers/__init__.py``), so it never shows up in the kinds a normal protocol may use.
+``study/maskers/__init__.py``; in-process, ``with MASKERS.scoped(KIND, ENTRY)``), so it never
+shows up in the kinds a normal protocol may use. Torch-free like the config layer (torch only
+when it raises the OOM), so a CLI that merely validates a test protocol stays torch-free.
 The scheduler tests use it to make a cell fail (always, or only on its first attempt), to raise
 a CUDA out-of-memory error on CPU, or to keep a worker busy long enough to kill it:
 
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from study.maskers.base import Masker, ParamError
-from study.registry import MASKERS
+from study.maskers.kinds import MaskerKind
 
 ENV_FLAG = "MASKSTUDY_TEST_MASKERS"
+KIND = "test-fault"
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,7 @@ class FaultParams:
             raise ParamError("sleep_s", f"must be non-negative, got {self.sleep_s}")
 
 
-@MASKERS.register("test-fault")
 class FaultMasker(Masker):
-    kind = "test-fault"
     Params = FaultParams
     level = "none"
 
@@ -68,3 +69,6 @@ class FaultMasker(Masker):
             # The class real CUDA OOMs raise; constructible without a GPU.
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test-fault)")
         raise RuntimeError("injected failure (test-fault masker)")
+
+
+ENTRY = MaskerKind(FaultParams, FaultMasker)

@@ -34,11 +34,10 @@ TLM runs set ``attention_probs_dropout_prob 0``, which ``attention_dropout: 0.0`
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from study.maskers import Masker, register
 from study.maskers.attention import (
     HOOK_ATTR,
     attention_modules,
@@ -47,22 +46,7 @@ from study.maskers.attention import (
     set_attention_dropout,
     unroute,
 )
-from study.maskers.base import Masker, ParamError, check_rate
-from study.registry import MASKERS
-
-
-@dataclass(frozen=True)
-class TLMParams:
-    rate: float  # probability that a token is masked in a layer
-    variant: Literal["both", "siblings", "self"] = "both"
-    attention_dropout: float | None = None  # set the backbone's attention dropout too (reference: 0)
-
-    def __post_init__(self):
-        check_rate("rate", self.rate)
-        if self.rate == 1.0:
-            raise ParamError("rate", "1.0 masks every token in every layer", "use a rate below 1")
-        if self.attention_dropout is not None:
-            check_rate("attention_dropout", self.attention_dropout)
+from study.maskers.params import TLMParams
 
 
 @functools.lru_cache(maxsize=32)
@@ -148,9 +132,8 @@ def structure_mask(t: int, causal: bool, sliding_window: int | None, device) -> 
     return allowed
 
 
-@MASKERS.register("tlm")
+@register("tlm")
 class TLMMasker(Masker):
-    kind = "tlm"
     Params = TLMParams
     level = "attention"
 

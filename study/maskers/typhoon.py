@@ -31,33 +31,14 @@ The run records the most and least salient token types at the end of training (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from study.maskers.base import Masker, ParamError, eligible_positions
+from study.maskers import Masker, register
+from study.maskers.base import eligible_positions
 from study.maskers.input_level import replace_tokens
-from study.maskers.schedules import ScheduledRate
-from study.registry import MASKERS
+from study.maskers.params import TyphoonParams
 
 BISECTION_STEPS = 200  # float64 interval halving: far past the 1e-6 budget tolerance
-
-
-@dataclass(frozen=True)
-class TyphoonParams(ScheduledRate):
-    ema: float = 0.8  # α: weight of the new batch estimate in the EMA
-    spread: float = 0.4  # f: 0 = uniform masking, towards 1 = masking follows saliency
-    report_top: int = 10  # how many most/least salient types the run records
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 < self.ema <= 1.0:
-            raise ParamError("ema", f"must be in (0, 1], got {self.ema}", "the paper's default is 0.8")
-        if not 0.0 <= self.spread < 1.0:
-            raise ParamError("spread", f"must be in [0, 1), got {self.spread}",
-                             "φ = 1 − f + f·ŝ must stay positive; the default is 0.4")
-        if self.report_top < 0:
-            raise ParamError("report_top", f"must be non-negative, got {self.report_top}")
 
 
 # ---- the pure pieces (tested on their own) --------------------------------------------------
@@ -140,9 +121,8 @@ def calibrate(counts: torch.Tensor, phi: torch.Tensor, rate: float) -> tuple[tor
 # ---- the masker --------------------------------------------------------------------------------
 
 
-@MASKERS.register("typhoon")
+@register("typhoon")
 class TyphoonMasker(Masker):
-    kind = "typhoon"
     Params = TyphoonParams
     level = "input"
 

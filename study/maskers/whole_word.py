@@ -12,19 +12,12 @@ budget as random-token masking. Specials and pads have word id −1 and are neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from study.maskers.base import Masker, eligible_positions
+from study.maskers import Masker, register
+from study.maskers.base import eligible_positions
 from study.maskers.input_level import replace_tokens
-from study.maskers.schedules import ScheduledRate
-from study.registry import MASKERS
-
-
-@dataclass(frozen=True)
-class WholeWordParams(ScheduledRate):
-    """``rate`` = probability that a word is masked, plus an optional schedule."""
+from study.maskers.params import WholeWordParams
 
 
 def word_keys(word_ids: torch.Tensor, sequence_ids: torch.Tensor, width: int) -> torch.Tensor:
@@ -36,9 +29,8 @@ def word_keys(word_ids: torch.Tensor, sequence_ids: torch.Tensor, width: int) ->
     return (sequence_ids.clamp(min=0) * width + word_ids.clamp(min=0)).long()
 
 
-@MASKERS.register("whole-word")
+@register("whole-word")
 class WholeWordMasker(Masker):
-    kind = "whole-word"
     Params = WholeWordParams
     level = "input"
 

@@ -203,12 +203,15 @@ def warm_up(warm: dict) -> list[str]:
     from study.env import git_commit
 
     git_commit()  # cached: the children need not run git twice each
+    from study.models import is_hub_source, preload
     from study.protocol import TaskConfig
     from study.tasks import DATASETS, load_task
 
     for task in warm.get("tasks", []):
-        spec = DATASETS.get(task.get("dataset"))
-        if spec is None or (task.get("data_dir") is None and spec.accepts_data_dir):
+        if task.get("dataset") not in DATASETS:
+            continue  # the run reports it
+        spec = DATASETS.get(task["dataset"])
+        if task.get("data_dir") is None and spec.accepts_data_dir:
             continue  # from a hub: a download here would start threads before forking
         try:
             load_task(TaskConfig(**task))
@@ -216,25 +219,12 @@ def warm_up(warm: dict) -> list[str]:
             notes.append(f"task {task.get('name')}: {type(e).__name__}: {e}")
     for model in warm.get("models", []):
         source = model.get("source", "")
-        # A hub name is read from the local Hugging Face cache only: never the network from here.
-        hub = not source.startswith("builtin:") and not Path(source).expanduser().is_dir()
         try:
-            preload_model_classes(source, local_files_only=hub)
+            # A hub name is read from the local Hugging Face cache only: never the network from here.
+            preload(source, local_files_only=is_hub_source(source))
         except Exception as e:  # noqa: BLE001
             notes.append(f"model {model.get('name')}: {type(e).__name__}: {e}")
     return notes
-
-
-def preload_model_classes(source: str, local_files_only: bool = False) -> None:
-    """Import the modules a model's loading needs (config, model and tokenizer classes)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    from study.models import resolve_source
-
-    path = resolve_source(source)
-    config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    AutoModelForSequenceClassification._model_mapping[type(config)]  # imports the modeling module
-    AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)  # imports the tokenizer classes
 
 
 def fork_safety() -> str:

