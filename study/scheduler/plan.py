@@ -7,11 +7,17 @@ The estimate of a pending run, best source first:
 2. *measured, same model*: the model's median training throughput (examples/s at the same
    ``max_length``, else any) × the run's examples, plus the model's median start-up and
    evaluation overhead;
-3. *calibrated*: no finished run of the model yet, so a few real training steps are timed
-   here, in a fresh process, with its start-up (``--calibrate never`` skips it and leaves the
-   run unestimated). With the local pool's fork server a run's start-up is only its model
-   load and tokenisation (imports and data are paid once, by the server), and the estimate
-   counts only that.
+3. *calibrated*: no finished run of the model yet, so the run itself is started here, in a
+   fresh process, and stopped after a few optimizer steps (``train.run_one(spec,
+   max_steps=...)``): its start-up and its training throughput are measured
+   (``--calibrate never`` skips it and leaves the run unestimated). With the local pool's fork
+   server a run's start-up is only its model load and tokenisation (imports and data are paid
+   once, by the server), and the estimate counts only that.
+
+Calibration never waits on an unreachable hub: with ``HF_HUB_OFFLINE`` set, or when the hub's
+host does not answer within a few seconds, the calibration process reads local files only
+(``HF_HUB_OFFLINE=1``), and a model or dataset missing from the local cache leaves the run
+"not calibrated: <reason>" instead of failing the command.
 
 Remaining wall time comes from scheduling the estimates onto the slots (longest first);
 GPU-hours = Σ run time ÷ runs per GPU. The output says which source each number came from.
@@ -19,6 +25,7 @@ GPU-hours = Σ run time ÷ runs per GPU. The output says which source each numbe
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import statistics
@@ -62,7 +69,8 @@ class Finished:
 @dataclass
 class Estimate:
     seconds: float | None
-    source: str  # "measured", "model", "calibrated", "none"
+    source: str  # "measured", "model", "calibrated", "uncalibrated" (see reason), "none"
+    reason: str = ""  # why a run could not be calibrated
 
 
 class Estimator:
@@ -103,80 +111,111 @@ class Estimator:
                   file=self.stream)
             self.calibrations[key] = calibrate(spec)
         c = self.calibrations[key]
-        epochs = spec.training["epochs"]
-        train = c["n_train"] * epochs / c["examples_per_s"]
-        evaluation = c["n_eval"] * epochs / (3 * c["examples_per_s"])  # forward only: ~1/3 of a train step
+        if "error" in c:
+            return Estimate(None, "uncalibrated", c["error"])
+        epochs, eps = spec.training["epochs"], c["examples_per_s"]
+        train = c["n_train"] * epochs / eps
+        # The calibration run evaluated once (inside its start-up); a run evaluates every epoch.
+        more_evaluation = c["n_eval"] * (epochs - 1) / (3 * eps)  # forward only: ~1/3 of a train step
         startup = c["startup_preloaded_s"] if self.preloaded else c["startup_s"]
-        return Estimate(startup + train + evaluation, "calibrated")
+        return Estimate(startup + train + more_evaluation, "calibrated")
+
+
+CALIBRATION_STEPS = 8
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def uses_hub(spec: RunSpec) -> bool:
+    """Whether the run reads a model or a dataset from the Hugging Face hub."""
+    from study.models import is_hub_source
+    from study.tasks import DATASETS
+
+    dataset = spec.task["dataset"]
+    hub_data = dataset in DATASETS and DATASETS.get(dataset).accepts_data_dir and not spec.task.get("data_dir")
+    return hub_data or is_hub_source(spec.model["source"])
+
+
+@functools.lru_cache(maxsize=1)
+def hub_offline() -> str:
+    """'' when the hub may be used, else why not (one quick probe per process, not the hub
+    libraries' five retries with back-off)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return f"the hub {endpoint} is unreachable ({e})"
+    return ""
 
 
 def calibrate(spec: RunSpec) -> dict:
-    """Time a few real training steps of ``spec``'s model and task in a fresh worker-like process,
-    so start-up (interpreter, imports, data and model loading) is measured too."""
+    """Start ``spec``'s run in a fresh worker-like process and stop it after a few steps, so
+    start-up (interpreter, imports, data and model loading, tokenisation) is measured too.
+
+    Returns examples_per_s, n_train, n_eval, device, startup_s (fresh interpreter) and
+    startup_preloaded_s (forked from a warm server: model load, tokenisation); both include the
+    run's first evaluation. Or ``{"error": reason}`` when the run could not be started here.
+    """
     import subprocess
     import tempfile
     from pathlib import Path
 
     from study.scheduler.launch import worker_env
 
+    env = worker_env(spec.execution.get("threads_per_run") or 1, "inherit")
+    offline = hub_offline() if uses_hub(spec) else ""
+    if offline:  # local files only: a miss fails at once instead of retrying the network
+        env = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="maskstudy-calib-") as tmp:
         spec_file = Path(tmp) / "spec.json"
         spec_file.write_text(spec.to_json())
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "study.scheduler.plan", str(spec_file)], capture_output=True,
-                              text=True, env=worker_env(spec.execution.get("threads_per_run") or 1, "inherit"))
-    if proc.returncode != 0:
-        raise RuntimeError(f"calibration of {spec.label} failed:\n{proc.stderr[-4000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["startup_s"] = out["ready_at"] - t0
-    out["startup_preloaded_s"] = out.pop("ready_at") - out.pop("data_at")
+                              text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        out = {}
+    if proc.returncode != 0 or "error" in out or not out:
+        err = out.get("error") or next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()),
+                                       f"exit code {proc.returncode}")
+        return {"error": f"{err} ({offline})" if offline else err}
+    out["startup_s"] = out.pop("done_at") - t0 - out["train_s"]
+    out["startup_preloaded_s"] = out["startup_s"] - (out.pop("data_at") - t0)
     return out
 
 
-def _calibrate_here(spec: RunSpec, steps: int = 6, warmup: int = 2) -> dict:
-    import torch
-
-    from study.models import load_model
+def _calibrate_here(spec: RunSpec) -> dict:
+    """The calibration child: what a worker does, timed; stops after CALIBRATION_STEPS steps."""
+    import study.train  # noqa: F401  (the imports a fresh worker pays)
+    from study.models import preload
     from study.protocol import TaskConfig
-    from study.scheduler.forkserver import preload_model_classes
     from study.tasks import load_task
-    from study.train import (
-        build_optimizer,
-        collate,
-        encode,
-        model_inputs,
-        pick_device,
-        training_loss,
-    )
+    from study.train import run_one
 
-    device = pick_device()
-    task = load_task(TaskConfig(**spec.task))
-    preload_model_classes(spec.model["source"])
-    data_at = time.time()  # what follows, a forked worker pays too; what came before, its server
-    loaded = load_model(spec.model, task.num_labels, 0)
-    model = loaded.model.to(device)
-    bs = spec.training["batch_size"]
-    items = encode(loaded.tokenizer, list(task.train[: bs * (steps + warmup)]), spec.training["max_length"])
-    ready_at = time.time()
-    optimizer, _ = build_optimizer(model, spec.training, steps + warmup)
-    model.train()
-    n_examples, t_steps = 0, 0.0
-    for i in range(steps + warmup):
-        chunk = [items[(i * bs + j) % len(items)] for j in range(bs)]
-        batch = collate(chunk, loaded.tokenizer.pad_token_id, device)
-        t = time.perf_counter()
-        loss = training_loss(model(**model_inputs(batch)).logits, batch["labels"], None, spec.training.get("loss", "ce"))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            t_steps += time.perf_counter() - t
-            n_examples += len(chunk)
-    return {"examples_per_s": n_examples / max(t_steps, 1e-9), "ready_at": ready_at, "data_at": data_at,
-            "n_train": len(task.train),
-            "n_eval": len(task.eval), "device": str(device)}
+    stage = f"task data of {spec.task['dataset']!r}"
+    try:
+        task = load_task(TaskConfig(**spec.task))
+        stage = f"model {spec.model['source']!r}"
+        preload(spec.model["source"])
+        data_at = time.time()  # what follows, a forked worker pays too; what came before, its server
+        stage = "the calibration run"
+        result = run_one(spec, max_steps=CALIBRATION_STEPS)
+    except Exception as e:  # noqa: BLE001  (reported as the reason the run is not calibrated)
+        first = (str(e).strip().splitlines() or [""])[0]
+        return {"error": f"{stage}: {type(e).__name__}: {first}"}
+    return {"examples_per_s": result.train_examples_per_s, "train_s": result.train_time_s,
+            "data_at": data_at, "done_at": time.time(), "n_train": len(task.train), "n_eval": len(task.eval),
+            "device": result.env.get("device", "?")}
 
 
 def schedule_makespan(durations: list[float], slots: int) -> float:
@@ -227,7 +266,8 @@ def print_plan(protocol: Protocol, specs: list[RunSpec], gpus: list[int] | None 
     print(f"{'run_id':16}  {'task':12} {'model':14} {'masker':16} {'seed':>4}  {'status':8} estimate", file=out)
     for s in specs:
         e = estimates.get(s.run_id)
-        shown = "" if e is None else ("?" if e.seconds is None else f"{fmt_duration(e.seconds)} ({e.source})")
+        shown = "" if e is None else ("?" + (" (not calibrated)" if e.reason else "") if e.seconds is None
+                                      else f"{fmt_duration(e.seconds)} ({e.source})")
         print(f"{s.run_id:16}  {s.task['name']:12} {s.model['name']:14} {s.masker['name']:16} {s.seed:>4}  "
               f"{statuses.get(s.run_id, 'pending'):8} {shown}", file=out)
     done = sum(1 for v in statuses.values() if v == "done")
@@ -246,18 +286,22 @@ def print_plan(protocol: Protocol, specs: list[RunSpec], gpus: list[int] | None 
                 else f"{total / 3600:.2f} CPU-slot-hours (no GPU)")
         print(f"estimate: ~{fmt_duration(wall)} wall on {where}; {cost}"
               + (f"; {unknown} run(s) without an estimate not counted" if unknown else ""), file=out)
-    sources = {}
+    sources: dict[str, int] = {}
     for e in estimates.values():
         sources[e.source] = sources.get(e.source, 0) + 1
+    devices = sorted({c["device"] for c in est.calibrations.values() if "device" in c})
+    reasons = sorted({e.reason for e in estimates.values() if e.source == "uncalibrated"})
     notes = {
         "measured": "median wall time of finished runs with the same model, task and training",
         "model": "measured examples/s of finished runs of the same model",
         "calibrated": "no finished run of the model yet: timed a few training steps on this machine "
-                      + ", ".join(sorted({c['device'] for c in est.calibrations.values()})),
+                      + ", ".join(devices),
+        "uncalibrated": "not calibrated: " + "; ".join(reasons),
         "none": "no finished run of the model and calibration off (--calibrate never)",
     }
     for source, n in sources.items():
-        print(f"  {n} run(s) {source}: {notes[source]}", file=out)
+        print(f"  {n} run(s) {source}: {notes[source]}" if source != "uncalibrated" else f"  {n} run(s) {notes[source]}",
+              file=out)
     return 0
 
 
@@ -300,4 +344,6 @@ def print_status(protocol: Protocol, specs: list[RunSpec], failures: bool = Fals
 if __name__ == "__main__":  # the calibration child: python -m study.scheduler.plan SPEC_FILE
     from pathlib import Path
 
-    print(json.dumps(_calibrate_here(RunSpec.from_json(Path(sys.argv[1]).read_text()))))
+    calibration = _calibrate_here(RunSpec.from_json(Path(sys.argv[1]).read_text()))
+    print(json.dumps(calibration))
+    sys.exit(3 if "error" in calibration else 0)
