@@ -11,6 +11,7 @@ otherwise only as closely as two uninterrupted GPU runs agree with each other.
 Where: ``<store>.work/checkpoints/<run_id>.pt``; the local pool tells its workers the folder in
 ``MASKSTUDY_CHECKPOINT_DIR``. Written atomically (temporary file, fsync, rename), so a kill
 during a write leaves the previous checkpoint. The driver deletes it once the run is recorded.
+(torch is imported inside the functions that need it: the driver only deletes checkpoints.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 CHECKPOINT_DIR_ENV = "MASKSTUDY_CHECKPOINT_DIR"
 FORMAT = "maskstudy-checkpoint-v1"
@@ -67,6 +67,8 @@ class CheckpointPolicy:
 
 
 def rng_state() -> dict:
+    import torch
+
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -74,6 +76,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -83,6 +87,8 @@ def set_rng_state(state: dict) -> None:
 
 def save(path: Path, state: dict) -> float:
     """Write ``state`` atomically; returns the seconds it took."""
+    import torch
+
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -98,6 +104,8 @@ def load(path: Path, run_id: str) -> dict | None:
     """The checkpoint of ``run_id`` at ``path``, or None (none there, or unreadable: start afresh)."""
     if not path.is_file():
         return None
+    import torch
+
     try:
         # Our own file, written by save() (random states are tuples and arrays, not just tensors).
         state = torch.load(path, map_location="cpu", weights_only=False)
