@@ -66,6 +66,8 @@ class TrainingConfig:
     class_weights: Literal["sqrt-inverse"] | None = None
     loss: Literal["ce", "focal"] = "ce"
     eval_batch_size: int = 128
+    # autocast for forward and loss (bf16/fp16; fp16 adds a gradient scaler); fp32 leaves run_ids as they were
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ class ExecutionConfig:
     timeout_min: float | None = None
     # local pool: fork each worker from a preloaded server (fast start) or start a fresh interpreter
     worker_start: Literal["forkserver", "spawn"] = "forkserver"
+    tf32: bool = True  # TF32 matmuls on GPUs that have them (recorded in the run's environment)
+    # mid-run checkpoints in <store>.work/checkpoints/ (off unless set): a killed run resumes from the last
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_min: float | None = None
     ray: RayConfig = field(default_factory=RayConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -387,6 +393,9 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
     for k in ("runs_per_gpu", "cpu_slots", "max_attempts"):
         if getattr(e, k) < 1:
             conv.fail(f"execution.{k}", f"must be at least 1, got {getattr(e, k)}")
+    for k in ("checkpoint_every_steps", "checkpoint_every_min"):
+        if getattr(e, k) is not None and getattr(e, k) <= 0:
+            conv.fail(f"execution.{k}", f"must be positive, got {getattr(e, k)}", f"leave {k} out to turn it off")
 
 
 def _check_analysis(conv: _Converter, p: Protocol) -> None:

@@ -22,6 +22,8 @@ class RunResult:
     masker_stats: dict = field(default_factory=dict)
     masker_state: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    resumed_from_step: int | None = None  # the step of the mid-run checkpoint this attempt resumed from
+    checkpoint_time_s: float = 0.0  # time spent writing mid-run checkpoints
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -85,8 +85,9 @@ def expand(protocol: Protocol) -> list[RunSpec]:
     """The grid, seed-major: an interrupted study still holds complete seed × masker blocks to pair."""
     asdict = dataclasses.asdict
     training = asdict(protocol.training)
-    execution = {"deterministic": protocol.execution.deterministic,
-                 "threads_per_run": protocol.execution.threads_per_run}
+    ex = protocol.execution
+    execution = {"deterministic": ex.deterministic, "threads_per_run": ex.threads_per_run, "tf32": ex.tf32,
+                 "checkpoint_every_steps": ex.checkpoint_every_steps, "checkpoint_every_min": ex.checkpoint_every_min}
     return [
         RunSpec(study=protocol.name, task=asdict(task), model=asdict(model), masker=masker.to_dict(),
                 seed=seed, training=training, execution=execution)

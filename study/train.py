@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from analysis.metrics import compute_metrics
+from study import checkpoint
+from study.checkpoint import CheckpointPolicy
 from study.env import capture_env
 from study.maskers.base import MaskerContext
 from study.models import load_model
+from study.precision import Precision, configure_tf32
 from study.protocol import TaskConfig
 from study.registry import masker_class
 from study.results import RunResult
@@ -85,8 +89,11 @@ def collate(items: list[dict], pad_id: int, device: torch.device) -> dict:
     for key, value in fill.items():
         if key in items[0]:
             rows = [it[key] + [value] * (width - len(it[key])) for it in items]
-            batch[key] = torch.tensor(rows, dtype=torch.long, device=device)
-    batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long, device=device)
+            batch[key] = torch.tensor(rows, dtype=torch.long)
+    batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    if torch.device(device).type == "cuda":
+        # Pinned host memory lets the copy run asynchronously: the host builds the next batch meanwhile.
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
     return batch
 
 
@@ -112,7 +119,7 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
     return F.cross_entropy(logits, labels, weight=weights)
 
 
-def build_optimizer(model, training: dict, total_steps: int):
+def build_optimizer(model, training: dict, total_steps: int, device: torch.device | None = None):
     from transformers import get_linear_schedule_with_warmup
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -121,7 +128,8 @@ def build_optimizer(model, training: dict, total_steps: int):
          "weight_decay": training["weight_decay"]},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=training["learning_rate"])
+    fused = True if device is not None and device.type == "cuda" else None  # one kernel for all parameters on the GPU
+    optimizer = torch.optim.AdamW(groups, lr=training["learning_rate"], fused=fused)
     warmup = int(math.ceil(training["warmup_ratio"] * total_steps))
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -140,13 +148,14 @@ def evaluate(model, items: list[dict], pad_id: int, batch_size: int, device) -> 
     return np.concatenate(preds), np.concatenate(scores)
 
 
-def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None) -> RunResult:
+def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
+            checkpoint_dir: str | Path | None = None) -> RunResult:
     """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress.
 
-    ``max_steps`` stops training after that many optimizer steps in total (learning-rate schedule
-    and masker schedules still span the full run) and evaluates once: ``study plan`` times a few
-    real steps of a run this way.
-    """
+    ``max_steps``: stop after that many optimizer steps, evaluate once and return (a partial
+    run, for estimates and tests). ``checkpoint_dir``: where mid-run checkpoints go when
+    ``execution.checkpoint_every_*`` asks for them; a checkpoint of this run found there is
+    resumed from (``RunResult.resumed_from_step``)."""
     t_start = time.perf_counter()
     training = spec.training
     if spec.execution.get("threads_per_run"):
@@ -154,6 +163,9 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None) -> Run
     determinism = configure_determinism(bool(spec.execution.get("deterministic")))
     streams = seed_streams(spec.seed)
     device = pick_device()
+    tf32 = configure_tf32(bool(spec.execution.get("tf32", True)), device)
+    precision = Precision(training.get("precision", "fp32"), device)
+    policy = CheckpointPolicy.for_run(spec.execution, checkpoint_dir)
 
     task = load_task(TaskConfig(**spec.task))
     loaded = load_model(spec.model, task.num_labels, streams.init)
@@ -177,61 +189,99 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None) -> Run
         special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
         num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
     masker = cls(params, generator, context)
-    optimizer, scheduler = build_optimizer(model, training, total_steps)
+    optimizer, scheduler = build_optimizer(model, training, total_steps, device)
     weights = class_weights([e.label for e in task.train], task.num_labels, training.get("class_weights"))
     weights = weights.to(device) if weights is not None else None
+    loss_kind = training.get("loss", "ce")
 
     masker.setup(model, tokenizer, train_items, total_steps)
     seed_everything(streams.dropout)  # from here on, global RNG draws are dropout: same for every masker
+    # Where training stands; a checkpoint saves it and resuming restores it.
+    pos = {"epoch": 0, "batch": 0, "step": 0, "epoch_records": [], "t_train": 0.0, "checkpoint_s": 0.0}
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no sync per step
+    resumed = checkpoint.load(checkpoint.checkpoint_path(policy.folder, spec.run_id), spec.run_id) \
+        if policy.folder else None
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        precision.load_state_dict(resumed["scaler"])
+        masker.load_state_dict(resumed["masker"])
+        checkpoint.set_rng_state(resumed["rng"])
+        pos = dict(resumed["position"])
+        loss_sum.fill_(resumed["loss_sum"])
     masker.attach(model)
-    epoch_records, step, trained = [], 0, 0
-    t_train = 0.0
+    step = pos["step"]
     labels = np.array([e.label for e in task.eval])
+    last_checkpoint = time.monotonic()
+    eval_bs = training.get("eval_batch_size", 128)
+
+    def save_checkpoint() -> None:
+        pos.update(step=step, t_train=pos["t_train"] + time.perf_counter() - t0)
+        state = {"run_id": spec.run_id, "position": pos, "loss_sum": float(loss_sum), "rng": checkpoint.rng_state(),
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": precision.state_dict(), "masker": masker.state_dict()}
+        pos["checkpoint_s"] += checkpoint.save(checkpoint.checkpoint_path(policy.folder, spec.run_id), state)
+
     try:
-        for epoch in range(epochs):
+        for epoch in range(pos["epoch"], epochs):
             model.train()
             t0 = time.perf_counter()
-            loss_sum, epoch_start_step = 0.0, step
-            for start in range(0, len(train_items), bs):
-                if step >= stop_at:
-                    break
+            stopped = False
+            while pos["batch"] < steps_per_epoch:
+                start = pos["batch"] * bs
                 batch = collate([train_items[i] for i in orders[epoch][start:start + bs]], pad_id, device)
                 batch = masker.apply(batch, step)
-                logits = model(**model_inputs(batch)).logits
-                loss = training_loss(logits, batch["labels"], weights, training.get("loss", "ce"))
-                loss.backward()
+                with precision.autocast():
+                    logits = model(**model_inputs(batch)).logits
+                    loss = training_loss(logits.float(), batch["labels"], weights, loss_kind)
+                precision.backward(loss)
+                if precision.scaler:
+                    masker.loss_scale = precision.loss_scale
                 masker.after_backward(step)
                 if training.get("max_grad_norm"):
+                    precision.unscale(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), training["max_grad_norm"])
-                optimizer.step()
+                precision.step(optimizer)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.item()
+                loss_sum += loss.detach()
                 step += 1
-                trained += len(batch["labels"])
+                pos["batch"] += 1
                 if on_step:
                     on_step(step, stop_at)
-            t_train += time.perf_counter() - t0
-            preds, scores = evaluate(model, eval_items, pad_id, training.get("eval_batch_size", 128), device)
+                if policy.due(step, time.monotonic() - last_checkpoint):
+                    save_checkpoint()
+                    t0, last_checkpoint = time.perf_counter(), time.monotonic()
+                if step >= stop_at and stop_at < total_steps:
+                    stopped = True
+                    break
+            pos["t_train"] += time.perf_counter() - t0
+            with precision.autocast():
+                preds, scores = evaluate(model, eval_items, pad_id, eval_bs, device)
             metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels)
-            epoch_records.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, step - epoch_start_step),
-                                  "metrics": metrics})
-            if step >= stop_at:
+            # A stopped epoch's loss is the mean over the batches it ran.
+            per = pos["batch"] if stopped else steps_per_epoch
+            pos["epoch_records"].append({"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": metrics})
+            loss_sum.zero_()
+            pos.update(epoch=epoch + 1, batch=0)
+            if stopped:
                 break
     finally:
         masker.detach()
 
     env = capture_env(device)
-    env["determinism"] = determinism
+    env.update(determinism=determinism, precision=precision.name, tf32=tf32)
+    t_train = pos["t_train"]
     return RunResult(
         run_id=spec.run_id,
         primary_metric=task.primary_metric,
-        final_metrics=epoch_records[-1]["metrics"],
-        epochs=epoch_records,
+        final_metrics=pos["epoch_records"][-1]["metrics"],
+        epochs=pos["epoch_records"],
         predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores, strict=True)],
         wall_time_s=time.perf_counter() - t_start,
         train_time_s=t_train,
-        train_examples_per_s=trained / max(t_train, 1e-9),
+        train_examples_per_s=min(step * bs, len(train_items) * epochs) / max(t_train, 1e-9),
         realised_mask_rate=masker.realised_rate,
         fingerprints={
             "data": task.fingerprint,
@@ -241,4 +291,6 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None) -> Run
         masker_stats=masker.stats(),
         masker_state=masker.state(),
         env=env,
+        resumed_from_step=resumed["position"]["step"] if resumed else None,
+        checkpoint_time_s=pos["checkpoint_s"],
     )

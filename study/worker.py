@@ -10,6 +10,9 @@ temporary file and renames it into place, so the driver sees either a complete r
 Exit code 0 on success; on failure the traceback goes to stderr and the exit code is 1
 (3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU).
 
+If ``MASKSTUDY_CHECKPOINT_DIR`` is set, the run writes mid-run checkpoints there (when the spec's
+``execution.checkpoint_every_*`` asks for them) and resumes from one it finds for its run_id.
+
 If ``MASKSTUDY_PARENT_PID`` is set and that process goes away (its launcher was killed), the
 worker exits at once rather than finishing a run nobody will record.
 """
@@ -53,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ORPHANED
         _watch_parent(int(parent))
     spec_file, result_file = map(Path, argv)
+    from study.checkpoint import CHECKPOINT_DIR_ENV
     from study.spec import RunSpec
     from study.train import run_one
 
     spec = RunSpec.from_json(spec_file.read_text())
     try:
-        result = run_one(spec)
+        result = run_one(spec, checkpoint_dir=os.environ.get(CHECKPOINT_DIR_ENV) or None)
     except BaseException as exc:  # noqa: BLE001  (everything is reported to the driver)
         traceback.print_exc(file=sys.stderr)
         return EXIT_OOM if is_oom(exc) else EXIT_FAILED

@@ -84,6 +84,7 @@ class Masker:
         self.eligible_count = 0
         self.total_steps = 1
         self._pending: torch.Tensor | None = None  # device-side counts not yet added (no sync per step)
+        self.loss_scale: float | None = None  # fp16's gradient-scaler factor in the gradients hooks see
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self, model, tokenizer, train_batches: list[dict], total_steps: int) -> None:
@@ -135,6 +136,19 @@ class Masker:
             "eligible": self.eligible_count,
             "replacement": self.context.replacement if self.level == "input" else None,
         }
+
+    # -- mid-run checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps so a resumed run draws and counts exactly as an uninterrupted one."""
+        self._flush()
+        return {"generator": self.generator.get_state(), "masked": self.masked_count,
+                "eligible": self.eligible_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()`` after ``setup()`` (subclasses restore what they learned too)."""
+        self.generator.set_state(state["generator"])
+        self.masked_count, self.eligible_count = state["masked"], state["eligible"]
+        self._pending = None
 
     def state(self) -> dict:
         """What the masker learned during training (JSON-serialisable), e.g. Typhoon's saliencies."""

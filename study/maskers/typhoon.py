@@ -202,12 +202,32 @@ class TyphoonMasker(Masker):
         if self._grad is None or self._last is None:
             return
         ids, eligible, chosen = self._last
-        s = token_saliency(self._grad, ids.to(self._grad.device), self.embedding.weight)
+        grad = self._grad
+        if self.loss_scale is not None:
+            # fp16: the scaler multiplied the loss; divide it out (a power of 2: exact), and skip a
+            # step whose gradients overflowed, as the optimizer does, so the EMA stays calibrated.
+            if not bool(torch.isfinite(grad).all()):
+                self._grad, self._last = None, None
+                return
+            grad = grad / self.loss_scale
+        s = token_saliency(grad, ids.to(grad.device), self.embedding.weight)
         new, seen_batch = batch_estimates(s, ids, eligible, chosen, self.w.shape[0])
         self.w, self.seen = ema_update(self.w, self.seen, new, seen_batch, self.params.ema)
         self._grad, self._last = None, None
         self._calibrated_for = None  # w changed: recalibrate before the next batch
         self.updates += 1
+
+    # -- mid-run checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "w": self.w.cpu(), "seen": self.seen.cpu(), "lam": self.lam,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        device = self.context.device
+        self.w, self.seen = state["w"].to(device), state["seen"].to(device)
+        self.lam, self.updates = state["lam"], state["updates"]
+        self._calibrated_for = None  # q follows from w: recalibrated (deterministically) at the next batch
 
     # -- what the run records -----------------------------------------------------------------
     def state(self) -> dict:

@@ -5,7 +5,9 @@ ended (:class:`~study.scheduler.launch.Outcome`). Everything that touches the st
 here, in the driver's one thread, under the store's driver lock (``lock.py``):
 
 - a run is claimed (``running``, attempt + 1) right before it is handed to the backend;
-- a result is recorded in one transaction (``done`` with all its rows, or nothing);
+- a result is recorded in one transaction (``done`` with all its rows, or nothing); a run that
+  resumed from a mid-run checkpoint gets a ``resumed`` event with the step, and its checkpoint
+  (in the backend's ``checkpoint_dir``, if it has one) is deleted;
 - a failure is recorded with its traceback; the run goes back to the queue until
   ``execution.max_attempts`` is used up, then it is ``failed`` and the grid goes on;
 - an out-of-memory failure asks the backend to pack fewer runs where it happened; when it
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol as TypingProtocol
 
+from study import checkpoint
 from study.results import RunResult
 from study.scheduler.launch import Outcome
 from study.spec import RunSpec
@@ -217,7 +220,7 @@ class Driver:
             except (ValueError, TypeError, KeyError) as e:
                 outcome = Outcome(returncode=outcome.returncode, message=f"unreadable result: {e}")
             else:
-                self.store.record_result(result)
+                self._record(result)
                 self._discard(outcome.result_file)
                 if self.progress:
                     self.progress.finished(job.spec, result)
@@ -255,13 +258,21 @@ class Driver:
                     continue
                 if result.run_id != f.stem:
                     continue
-                self.store.record_result(result)
+                self._record(result)
                 self.store.log_event("harvested", f"result collected from {f}", run_id=f.stem)
                 self._discard(f)
                 n += 1
                 if self.progress and f.stem in self.by_id:
                     self.progress.harvested(self.by_id[f.stem])
         return n
+
+    def _record(self, result: RunResult) -> None:
+        """Record a finished run; say if it resumed from a mid-run checkpoint; delete its checkpoint."""
+        self.store.record_result(result)
+        if result.resumed_from_step is not None:
+            self.store.log_event("resumed", f"resumed from the checkpoint at step {result.resumed_from_step}",
+                                 run_id=result.run_id)
+        checkpoint.discard(getattr(self.backend, "checkpoint_dir", None), result.run_id)
 
     @staticmethod
     def _discard(path: Path | None) -> None:

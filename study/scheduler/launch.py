@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.checkpoint import CHECKPOINT_DIR_ENV
 from study.worker import EXIT_OOM
 
 # The same for every run and every way of starting one: a forked worker keeps its server's hash
@@ -45,8 +46,9 @@ class Outcome:
 
 
 def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict | None = None,
-               start: str = "spawn") -> dict:
-    """Environment for one worker. ``gpu``: an index, INHERIT, or None for a CPU-only run."""
+               start: str = "spawn", checkpoint_dir: str | Path | None = None) -> dict:
+    """Environment for one worker. ``gpu``: an index, INHERIT, or None for a CPU-only run;
+    ``checkpoint_dir``: where its mid-run checkpoints go (a folder that outlives the worker)."""
     env = dict(os.environ if base is None else base)
     if gpu is None:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot must not grab a GPU
@@ -59,6 +61,9 @@ def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict |
     env["MASKSTUDY_SLOT"] = slot
     env["MASKSTUDY_WORKER_START"] = start  # recorded with the run: forked from the server, or spawned
     env["MASKSTUDY_PARENT_PID"] = str(os.getpid())  # the worker exits if its launcher dies
+    env.pop(CHECKPOINT_DIR_ENV, None)
+    if checkpoint_dir is not None:
+        env[CHECKPOINT_DIR_ENV] = str(checkpoint_dir)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -125,18 +130,20 @@ def read_tail(path: Path, chars: int = 64_000) -> str:
 
 
 def run_worker_blocking(spec_json: str, threads: int, gpu: int | str | None = INHERIT,
-                        timeout_s: float | None = None, copy_result_to: str | None = None, slot: str = "") -> dict:
+                        timeout_s: float | None = None, copy_result_to: str | None = None, slot: str = "",
+                        checkpoint_dir: str | None = None) -> dict:
     """Run the worker command to completion in a private temp folder; returns a picklable dict.
 
     Used inside Ray tasks and Slurm jobs, which may run on machines that cannot see the driver's
     files: the result travels back as the return value. ``copy_result_to`` (a folder on a shared
     file system) also keeps a copy there, so a restarted driver can collect results of jobs that
-    finished while it was down.
+    finished while it was down; ``checkpoint_dir`` (also shared) keeps mid-run checkpoints there,
+    so a pre-empted and requeued job resumes instead of restarting.
     """
     with tempfile.TemporaryDirectory(prefix="maskstudy-") as tmp:
         spec_file, result_file, log_file = Path(tmp) / "spec.json", Path(tmp) / "result.json", Path(tmp) / "log"
         spec_file.write_text(spec_json)
-        env = worker_env(threads, gpu, slot=slot)
+        env = worker_env(threads, gpu, slot=slot, checkpoint_dir=checkpoint_dir)
         with open(log_file, "wb") as log:
             proc = subprocess.Popen(worker_command(spec_file, result_file), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)

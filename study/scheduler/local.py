@@ -11,7 +11,8 @@ the driver even on ``kill -9``). By default it is forked from a preloaded fork s
 (``forkserver.py``: imports and data paid once per ``study run`` instead of once per run);
 with ``execution.worker_start: spawn``, or when the server finds forking unsafe, it is
 ``python -m study.worker`` started with ``Popen``. A worker writes its result into
-``<store>.work/results/`` and its output into ``<store>.work/logs/``.
+``<store>.work/results/``, its output into ``<store>.work/logs/`` and its mid-run checkpoints
+(when ``execution.checkpoint_every_*`` asks for them) into ``<store>.work/checkpoints/``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class LocalPool:
         self.timeout_s = ex.timeout_min * 60 if ex.timeout_min else None
         self.work = work_dir(store_path)
         self.harvest_dirs = [self.work / "results"]
+        self.checkpoint_dir = self.work / "checkpoints"  # the driver deletes a run's once it is recorded
         self.running: list[_Running] = []
         self.worker_start = ex.worker_start
         self.server: ForkServer | None = None  # started with the first runs (it warms up for them)
@@ -181,13 +183,13 @@ class LocalPool:
         log_path = self.work / "logs" / f"{rid}.attempt{job.attempt}.log"
         proc = None
         if self.server is not None:
-            env = worker_env(self.threads, gpu, slot=where, start="forkserver")
+            env = worker_env(self.threads, gpu, slot=where, start="forkserver", checkpoint_dir=self.checkpoint_dir)
             try:
                 proc = self.server.launch(spec_path, result_path, log_path, env, name=f"ms-{rid[:12]}")
             except ForkServerUnavailable as e:
                 self._give_up_server(str(e))
         if proc is None:
-            env = worker_env(self.threads, gpu, slot=where)
+            env = worker_env(self.threads, gpu, slot=where, checkpoint_dir=self.checkpoint_dir)
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(worker_command(spec_path, result_path), env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

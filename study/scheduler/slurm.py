@@ -78,7 +78,7 @@ class SlurmRun(_CheckpointableBase):
 
     def __call__(self, spec_json: str, threads: int, results_dir: str) -> dict:
         return run_worker_blocking(spec_json, threads, gpu=INHERIT, copy_result_to=results_dir,
-                                   slot="slurm")
+                                   slot="slurm", checkpoint_dir=str(Path(results_dir).parent / "checkpoints"))
 
 
 # sacct states of a job that has not ended yet (submitit's own list, plus the transient ones)
@@ -130,6 +130,7 @@ class SlurmBackend:
         self.folder = Path(self.cfg.folder)
         self.results_dir = self.folder / "results"
         self.harvest_dirs = [self.results_dir]
+        self.checkpoint_dir = self.folder / "checkpoints"  # the driver deletes a run's once it is recorded
         self.jobs: dict[str, tuple[object, Job]] = {}  # submitit job id → (job, Job)
         self.executor = None
         self._last_poll = 0.0
