@@ -1,24 +1,49 @@
 """The ``study`` command: validate, plan, run, status, analyze, report, export.
 
 Exit codes: 0 success, 1 some runs failed, 2 bad input (the message names the file, the key
-and the fix), 3 another driver holds the store.
+and the fix, and nothing is written), 3 another driver holds the store, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from study.errors import UserError
 
-EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _load(path: str):
+    """The validated protocol, after checking its store can be used (every command, before anything runs)."""
     from study.protocol import load_protocol
+    from study.storecheck import check_store
 
-    return load_protocol(path)
+    p = load_protocol(path)
+    check_store(p.store_path, study=p.name, source=p.source)
+    return p
+
+
+def _writable_output(p, out: Path, flag: str, is_file: bool = False) -> Path:
+    """``out`` (a folder, or a file with ``is_file``) can be written; checked before any work is done,
+    so a bad ``--out`` never leaves half a set of tables behind."""
+    from study.storecheck import creatable_problem
+
+    def fail(problem: str) -> None:
+        raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass {flag} a path in a folder you can write.")
+
+    if is_file and out.is_dir():
+        fail(f"is a folder; the report is a file (e.g. {out / 'report.pdf'})")
+    if not is_file and out.exists() and not out.is_dir():
+        fail("is a file, not a folder")
+    if out.is_file() and not os.access(out, os.W_OK):
+        fail("the file cannot be written (permission denied)")
+    problem = creatable_problem(out if is_file else out / "table")
+    if problem:
+        fail(problem)
+    return out
 
 
 def _grid(protocol):
@@ -33,7 +58,7 @@ def _open_store(protocol, must_exist: bool = False):
     path = protocol.store_path
     if must_exist and not path.exists():
         raise UserError(f"{protocol.source}: no results store at {path} yet. Fix: run `study run {protocol.source}` first.")
-    return Store(path)
+    return Store(path, study=protocol.name)
 
 
 def _report_dir(protocol, out: str | None) -> Path:
@@ -103,8 +128,8 @@ def cmd_analyze(args) -> int:
     from analysis import write_analysis
 
     p = _load(args.protocol)
+    out = _writable_output(p, _report_dir(p, args.out), "--out")
     runs, preds = _analysis_inputs(p)
-    out = _report_dir(p, args.out)
     from analysis.collapse import single_class_runs
 
     paths = write_analysis(runs, preds, out_dir=out, **p.analysis_options())
@@ -125,7 +150,8 @@ def cmd_report(args) -> int:
     from study.report import write_report
 
     p = _load(args.protocol)
-    out = Path(args.out) if args.out else _report_dir(p, None) / "report.pdf"
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf", "--out",
+                           is_file=True)
     path = write_report(p, out)
     print(f"report written to {path}")
     return EXIT_OK
@@ -133,8 +159,9 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     p = _load(args.protocol)
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "export", "--out")
     with _open_store(p, must_exist=True) as store:
-        files = store.export(args.out or _report_dir(p, None) / "export", args.format)
+        files = store.export(out, args.format)
     for f in files:
         print(f)
     return EXIT_OK
@@ -189,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -161,6 +164,8 @@ class Protocol:
         if self.analysis.comparisons:
             return [(c.treatment, c.baseline) for c in self.analysis.comparisons]
         base = self.analysis.baseline
+        if base is None:  # a single-masker (seed-variance) study compares nothing
+            return []
         return [(m.name, base) for m in self.maskers if m.name != base]
 
 
@@ -232,18 +237,45 @@ class _Converter:
                 self.fail(path, f"expected true/false, got {v!r}")
             return v
         if tp is int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                self.fail(path, f"expected an integer, got {v!r}")
-            return v
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+            number = _number(v)  # `1e3` or 1000.0: the integer it is exactly
+            if number is None or not number.is_integer() or abs(number) > _EXACT_INT:
+                self.fail(path, f"expected an integer, got {v!r}", "write a whole number like 3")
+            return int(number)
         if tp is float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                self.fail(path, f"expected a number, got {v!r}", "write numbers like 5.0e-5 (YAML reads 5e-5 as text)")
-            return float(v)
+            number = _number(v)
+            if number is None:
+                self.fail(path, f"expected a number, got {v!r}", "write a number like 5e-5 or 0.1")
+            return number
         if tp is str:
             if not isinstance(v, str):
                 self.fail(path, f"expected text, got {v!r}")
             return v
         raise TypeError(f"protocol field type {tp} at {path} is not supported")  # a bug, not user input
+
+
+# YAML 1.1 (PyYAML) reads `5e-5` and `1e3` as text: its float syntax wants a dot and a signed
+# exponent. People write them anyway, so such text counts as the number it spells. Other text
+# ("fast", "nan", "1_000") stays an error, and so do infinities and NaN, which no field means.
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+_EXACT_INT = 2**53  # a float above this may not be the integer that was written
+
+
+def _number(v) -> float | None:
+    """The finite number ``v`` is or spells (int, float, or text like ``2e-5``), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, str) and _NUMBER_TEXT.fullmatch(v.strip()):
+        v = float(v)  # "1e999" becomes inf, refused below
+    if isinstance(v, int):
+        try:
+            v = float(v)
+        except OverflowError:
+            return None
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,15 +285,36 @@ def load_protocol(path: str | Path) -> Protocol:
     """Read and fully validate a protocol file. Raises ProtocolError (exit 2 in the CLI)."""
     path = Path(path)
     file = str(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except FileNotFoundError:
-        raise ProtocolError(file, "", "file not found", "check the path") from None
+    raw_bytes = _read_protocol_file(path)
     try:
         data = yaml.safe_load(raw_bytes)
     except yaml.YAMLError as e:
-        raise ProtocolError(file, "", f"not valid YAML ({e})") from None
+        raise ProtocolError(file, "", f"not valid YAML ({e})", "fix the line it names") from None
+    except RecursionError:  # thousands of nested brackets
+        raise ProtocolError(file, "", "not valid YAML (nested too deeply)", "start from protocols/demo.yaml") from None
     return parse_protocol(data, file=file, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _read_protocol_file(path: Path) -> bytes:
+    """The file's bytes; refuses what is not a readable regular file (a FIFO would block forever)."""
+    file = str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        problem = "is a symbolic link to a file that does not exist" if path.is_symlink() else "file not found"
+        raise ProtocolError(file, "", problem, "check the path") from None
+    except OSError as e:  # a path through a regular file, a name too long, a loop of links ...
+        raise ProtocolError(file, "", f"cannot be read ({e.strerror})", "check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ProtocolError(file, "", "is a folder, not a protocol file",
+                            f"name a YAML file inside it (e.g. {path / 'demo.yaml'})")
+    if not stat.S_ISREG(st.st_mode):
+        raise ProtocolError(file, "", "is not a regular file (a pipe, socket or device)",
+                            "save the protocol as a YAML file and pass its path")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ProtocolError(file, "", f"cannot be read ({e.strerror})", "check the file's permissions") from None
 
 
 def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Protocol:
@@ -278,13 +331,19 @@ def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Prot
     return proto
 
 
+MAX_SEED = 2**63 - 1
+MAX_SEED_COUNT = 100_000  # a range is expanded into a list: bound it
+
+
 def _parse_seeds(conv: _Converter, raw) -> tuple[int, ...]:
     if raw is None:
         conv.fail("seeds", "required key is missing", "add `seeds: [0, 1, 2]` or `seeds: {start: 0, count: 5}`")
     if isinstance(raw, dict):
         spec = conv.dataclass(_SeedRange, raw, "seeds")
-        if spec.count < 1:
-            conv.fail("seeds.count", "must be at least 1")
+        if not 1 <= spec.count <= MAX_SEED_COUNT:
+            conv.fail("seeds.count", f"must be from 1 to {MAX_SEED_COUNT}, got {spec.count}")
+        if not 0 <= spec.start <= MAX_SEED - spec.count:
+            conv.fail("seeds.start", f"seeds must be integers from 0 to {MAX_SEED} (what torch.manual_seed takes)")
         seeds = tuple(range(spec.start, spec.start + spec.count))
     else:
         seeds = conv.value(tuple[int, ...], raw, "seeds")
@@ -292,8 +351,8 @@ def _parse_seeds(conv: _Converter, raw) -> tuple[int, ...]:
         conv.fail("seeds", "the list is empty, so the grid has no runs", "list at least one seed")
     if len(set(seeds)) != len(seeds):
         conv.fail("seeds", f"duplicate seeds {sorted(s for s in set(seeds) if seeds.count(s) > 1)}", "list each seed once")
-    if min(seeds) < 0:
-        conv.fail("seeds", "seeds must be non-negative integers")
+    if min(seeds) < 0 or max(seeds) > MAX_SEED:
+        conv.fail("seeds", f"seeds must be integers from 0 to {MAX_SEED} (what torch.manual_seed takes)")
     return seeds
 
 
@@ -413,13 +472,12 @@ def _check_analysis(conv: _Converter, p: Protocol) -> None:
         conv.fail("analysis.margin", f"must be positive, got {a.margin}")
     if a.n_boot < 100:
         conv.fail("analysis.n_boot", f"must be at least 100, got {a.n_boot}")
-    if a.baseline is None and not a.comparisons:
+    # One masker is a seed-variance (or pilot) study: nothing to compare, nothing to declare.
+    if a.baseline is None and not a.comparisons and len(p.maskers) > 1:
         conv.fail("analysis.baseline", "no comparison is defined",
                   "set `baseline: <masker name>` or list `comparisons: [{treatment: ..., baseline: ...}]`")
     if a.baseline is not None:
         known(a.baseline, "analysis.baseline")
-        if len(p.maskers) < 2 and not a.comparisons:
-            conv.fail("maskers", "only the baseline is listed, so there is nothing to compare", "add a second masker")
     for i, c in enumerate(a.comparisons):
         known(c.treatment, f"analysis.comparisons[{i}].treatment")
         known(c.baseline, f"analysis.comparisons[{i}].baseline")

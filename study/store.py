@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.errors import ProtocolError
 from study.results import RunResult
 from study.spec import RunSpec
-
-SCHEMA_VERSION = "1"
+from study.storecheck import SCHEMA_VERSION, check_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,17 +71,53 @@ RUN_COLUMNS = ["study", "run_id", "task", "model", "masker", "masker_kind", "see
                "wall_time_s", "train_examples_per_s", "attempts"]
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for f in reversed(missing):
+            f.mkdir(exist_ok=True)  # (another process may create it at the same moment)
+    except OSError as e:
+        for f in missing:
+            if f.exists():
+                f.rmdir()
+        raise ProtocolError(None, "store", f"cannot create the folder {e.filename} ({e.strerror})",
+                            "point `store:` at a path in a folder you can write") from None
+    return missing[::-1]
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, study: str | None = None):
+        """Open (or create) the store at ``path``; with ``study``, refuse the store of another study.
+
+        Raises ProtocolError (a UserError: exit 2 in the CLI) for a path that is not, and cannot
+        become, a results store; a failed first open leaves no file or folder behind.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The driver may write from slot threads; it serialises them itself, so sharing is safe.
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)  # idempotent (IF NOT EXISTS), safe for concurrent openers
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        check_store(self.path, study)
+        new_folders = _make_folders(self.path.parent)
+        is_new = not self.path.exists()
+        try:
+            # The driver may write from slot threads; it serialises them itself, so sharing is safe.
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(SCHEMA)  # idempotent (IF NOT EXISTS), safe for concurrent openers
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.Error as e:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            if is_new:
+                for leftover in (self.path, *(Path(f"{self.path}{s}") for s in ("-wal", "-shm", "-journal"))):
+                    leftover.unlink(missing_ok=True)
+            for folder in reversed(new_folders):
+                folder.rmdir()
+            raise ProtocolError(None, "store", f"cannot open the results store {self.path} ({e})",
+                                "check that its folder can be written, or point `store:` at a new file") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -110,6 +146,9 @@ class Store:
         rows = [(s.run_id, s.study, s.task["name"], s.model["name"], s.masker["name"], s.masker["kind"],
                  s.seed, s.to_json(), now) for s in specs]
         with self.transaction() as c:
+            # The first registration names the store's study (check_store refuses other studies).
+            if rows:
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('study', ?)", (rows[0][1],))
             before = c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
             c.executemany("INSERT OR IGNORE INTO runs (run_id, study, task, model, masker, masker_kind, seed,"
                           " spec, created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)

@@ -143,7 +143,7 @@ class Observed:
 
 
 def specs(source, maskers, **model) -> dict:
-    from conftest import tiny_protocol_dict
+    from protocoltools import tiny_protocol_dict
 
     data = tiny_protocol_dict(
         seeds=[0], tasks=[TASK], models=[{"name": "decoder", "source": str(source), **model}],

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
+from protocoltools import study_cli, tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
 from study.protocol import load_protocol
@@ -20,19 +18,12 @@ from study.store import Store
 from study.train import run_one
 
 
-def study(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def finished_grid(tmp_path_factory):
-    from conftest import tiny_protocol_dict, write_protocol
-
     tmp = tmp_path_factory.mktemp("e2e")
     data = tiny_protocol_dict(store=str(tmp / "runs" / "tiny.sqlite"))
     path = write_protocol(tmp, data)
-    out = study("run", path, cwd=tmp)
+    out = study_cli("run", path, cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     return tmp, path
 
@@ -73,24 +64,28 @@ PINNED_MASK_COUNTS = (194, 950)
 
 def test_rerun_does_no_training(finished_grid):
     tmp, path = finished_grid
-    t0 = time.monotonic()
-    out = study("run", path, cwd=tmp)
+    p = load_protocol(path)
+    query = "SELECT run_id, attempts, started_at, finished_at FROM runs ORDER BY run_id"
+    with sqlite3.connect(p.store_path) as con:
+        before = con.execute(query).fetchall()
+    out = study_cli("run", path, cwd=tmp)
     assert out.returncode == 0 and "0 to run" in out.stderr
-    assert time.monotonic() - t0 < 30
-    status = study("status", path, cwd=tmp)
+    with sqlite3.connect(p.store_path) as con:  # no run was claimed again (not a wall-clock bound)
+        assert con.execute(query).fetchall() == before
+    status = study_cli("status", path, cwd=tmp)
     assert "6 done" in status.stdout and "0 pending" in status.stdout
 
 
 def test_analyze_and_report(finished_grid):
     tmp, path = finished_grid
-    out = study("analyze", path, cwd=tmp)
+    out = study_cli("analyze", path, cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     tables = tmp / "reports" / "tiny"
     for name in ("comparisons.md", "comparisons.csv", "comparisons.tex", "summary.txt", "forest.png"):
         assert (tables / name).is_file(), name
     assert "random-0.2" in out.stdout and "of 1 comparison" in (tables / "summary.txt").read_text()
 
-    out = study("report", path, cwd=tmp)
+    out = study_cli("report", path, cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     reader = PdfReader(tables / "report.pdf")
     text = "\n".join(page.extract_text() for page in reader.pages)

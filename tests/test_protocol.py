@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_protocol_dict, write_protocol
+from protocoltools import ROOT, tiny_protocol_dict, write_protocol
 
 from study.errors import ProtocolError
 from study.protocol import load_protocol, parse_protocol
+from study.spec import expand
 
 PROTOCOLS = sorted((ROOT / "protocols").glob("*.yaml"))
 
@@ -57,7 +59,13 @@ def test_unknown_nested_key():
 
 @pytest.mark.parametrize("overrides, path", [
     ({"training": {"epochs": "two", "batch_size": 8, "learning_rate": 1e-4, "max_length": 16}}, "training.epochs"),
-    ({"training": {"epochs": 1, "batch_size": 8, "learning_rate": "5e-5", "max_length": 16}}, "training.learning_rate"),
+    ({"training": {"epochs": 1, "batch_size": 8, "learning_rate": "fast", "max_length": 16}}, "training.learning_rate"),
+    ({"training": {"epochs": 1, "batch_size": 8, "learning_rate": ".nan", "max_length": 16}}, "training.learning_rate"),
+    ({"training": {"epochs": 1, "batch_size": 8, "learning_rate": float("inf"), "max_length": 16}},
+     "training.learning_rate"),
+    ({"training": {"epochs": 1.5, "batch_size": 8, "learning_rate": 1e-4, "max_length": 16}}, "training.epochs"),
+    ({"seeds": [2**63]}, "seeds"),
+    ({"seeds": {"start": 0, "count": 10**12}}, "seeds.count"),
     ({"training": {"epochs": True, "batch_size": 8, "learning_rate": 1e-4, "max_length": 16}}, "training.epochs"),
     ({"seeds": "0,1"}, "seeds"),
     ({"seeds": []}, "seeds"),
@@ -96,6 +104,29 @@ def test_bad_inputs_name_their_key_path(overrides, path):
     _bad(path, **overrides)
 
 
+def test_numbers_as_people_write_them_in_yaml(tmp_path):
+    """PyYAML reads `2e-5` and `1e3` as text (YAML 1.1 wants `2.0e-5`); they mean the numbers they spell."""
+    text = write_protocol(tmp_path, tiny_protocol_dict()).read_text()
+    text = text.replace("learning_rate: 0.0003", "learning_rate: 2e-5").replace("n_boot: 500", "n_boot: 1e3")
+    path = tmp_path / "numbers.yaml"
+    path.write_text(text.replace("rate: 0.2", "rate: 2E-1"))
+    p = load_protocol(path)
+    assert p.training.learning_rate == 2e-5 and isinstance(p.training.learning_rate, float)
+    assert p.analysis.n_boot == 1000 and isinstance(p.analysis.n_boot, int)
+    assert p.masker("random-0.2").params.rate == 0.2
+    # The same run_ids as the protocol written with decimal points.
+    plain = parse_protocol(tiny_protocol_dict(training={**tiny_protocol_dict()["training"], "learning_rate": 2.0e-5},
+                                              analysis={**tiny_protocol_dict()["analysis"], "n_boot": 1000}))
+    assert [s.run_id for s in expand(p)] == [s.run_id for s in expand(plain)]
+
+
+def test_single_masker_is_a_seed_variance_study():
+    for analysis in ({}, {"baseline": "none"}):
+        p = parse_protocol(tiny_protocol_dict(maskers=[{"name": "none", "kind": "none"}], analysis=analysis))
+        assert [m.name for m in p.maskers] == ["none"] and p.comparisons() == []
+        assert len(expand(p)) == 3  # one masker per cell: seeds × tasks × models
+
+
 def test_missing_required_top_level_key():
     data = tiny_protocol_dict()
     del data["store"]
@@ -111,6 +142,20 @@ def test_yaml_syntax_error_and_missing_file(tmp_path):
         load_protocol(bad)
     with pytest.raises(ProtocolError, match="file not found"):
         load_protocol(tmp_path / "nope.yaml")
+
+
+def test_protocol_paths_that_are_not_readable_files(tmp_path):
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "gone.yaml")
+    os.mkfifo(tmp_path / "pipe.yaml")  # read_bytes() would block forever
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "list.yaml").write_text("- name: tiny\n")
+    (tmp_path / "file").write_text("")
+    for name, problem in [(".", "is a folder"), ("dangling.yaml", "symbolic link"), ("pipe.yaml", "not a regular file"),
+                          ("latin1.yaml", "not valid YAML"), ("list.yaml", "mapping at the top level"),
+                          ("file/p.yaml", "cannot be read")]:
+        with pytest.raises(ProtocolError, match=problem) as err:
+            load_protocol(tmp_path / name)
+        assert str(err.value).startswith(str(tmp_path / name)) and "Fix:" in str(err.value), str(err.value)
 
 
 def test_cli_exit_2_and_nothing_written(tmp_path):

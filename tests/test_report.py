@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import tiny_protocol_dict, write_protocol
+from protocoltools import tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
 from analysis.collapse import single_class_runs

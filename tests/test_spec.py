@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from conftest import tiny_protocol_dict
+from protocoltools import tiny_protocol_dict
 
 from study.protocol import parse_protocol
 from study.seeding import seed_streams

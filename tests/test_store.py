@@ -6,7 +6,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
-from conftest import tiny_protocol_dict
+from protocoltools import tiny_protocol_dict
 
 from study.protocol import parse_protocol
 from study.results import RunResult

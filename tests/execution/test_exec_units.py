@@ -321,4 +321,4 @@ def test_plan_calibration_times_real_steps_and_counts_what_each_launcher_pays_pe
     forked.calibrations = spawned.calibrations  # the same measurement
     e_fork = forked.estimate(spec)
     assert e_spawn.seconds - e_fork.seconds == pytest.approx(c["startup_s"] - c["startup_preloaded_s"])
-    assert e_spawn.seconds - e_fork.seconds > 0.3  # at least `import torch` (seconds on these machines)
+    assert e_spawn.seconds > e_fork.seconds  # the fork server saves at least the imports (relative: no clock bound)

@@ -1,15 +1,19 @@
-"""Shared fixtures: tiny, real protocols (1-layer pretrained MiniLM, a few dozen tweets)."""
+"""Helpers shared by the top-level tests: tiny, real protocols (1-layer pretrained MiniLM, a few
+dozen tweets) and the real ``study`` CLI in a subprocess.
+
+A plain module that tests import by name: conftest.py is for pytest to import, not tests.
+"""
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 TINY = {
     "name": "tiny",
@@ -36,15 +40,7 @@ def write_protocol(directory: Path, data: dict, name: str = "p.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_protocol(tmp_path):
-    """Factory: write a tiny protocol (with overrides) into tmp_path, store inside tmp_path."""
-
-    def make(name: str = "p.yaml", **overrides) -> Path:
-        data = tiny_protocol_dict(**overrides)
-        data.setdefault("store", str(tmp_path / "runs" / "tiny.sqlite"))
-        if data["store"] == TINY["store"]:
-            data["store"] = str(tmp_path / "runs" / "tiny.sqlite")
-        return write_protocol(tmp_path, data, name)
-
-    return make
+def study_cli(*args, cwd, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``study ARGS...`` as a user would (a fresh interpreter), capturing its output as text."""
+    return subprocess.run([sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
