@@ -69,7 +69,7 @@ def test_uninformative_comparisons_need_every_run_collapsed():
     from analysis.collapse import uninformative_comparisons
 
     runs = pd.DataFrame({"task": "t", "model": "m", "masker": ["a", "a", "b", "b", "c", "c"], "seed": [0, 1] * 3})
-    comps = pd.DataFrame({"task": "t", "model": "m", "masker": ["b", "c"], "baseline": ["a", "a"]})
+    comps = pd.DataFrame({"task": "t", "model": "m", "treatment": ["b", "c"], "baseline": ["a", "a"]})
     collapsed = runs[runs.masker.isin(["a", "b"]) | ((runs.masker == "c") & (runs.seed == 0))]
     assert uninformative_comparisons(comps, runs, collapsed) == ["t/m: b vs a"]
 
