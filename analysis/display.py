@@ -43,7 +43,7 @@ HEADERS = {
     "effect_label": "Effect", "effect": "Effect (pts)", "effect_points": "Effect (pts)",
     "power_at_n": "Power now", "seeds_needed": "Seeds for target power", "alpha": "α",
     "target_power": "Target power", "component": "Component", "description": "What it is",
-    "sum_sq": "Sum of squares", "share": "Share", "mean": "Mean (pts)", "min": "Min (pts)",
+    "sum_sq": "Sum of squares", "mean_sq": "Mean square", "share": "Share", "mean": "Mean (pts)", "min": "Min (pts)",
     "max": "Max (pts)", "seed": "Seed", "status": "Status", "detail": "Detail",
     "predicted_class": "Predicted class", "n_boot": "Resamples",
 }
@@ -84,7 +84,7 @@ def fmt_value(col: str, value) -> str:
             return "∞" if value > 0 else "−∞"
         if col in ("alpha", "effect_points"):
             return f"{value:g}"
-        if col == "sum_sq":
+        if col in ("sum_sq", "mean_sq"):
             return f"{value:.3g}"
         if value == int(value) and abs(value) < 1e6 and col in ("df", "seeds_needed"):
             return str(int(value))

@@ -17,7 +17,8 @@ from analysis._frames import AnalysisWarning, check_runs, ordered_groups, resolv
 from analysis.power import seeds_needed_curve
 
 
-def _axes(ax, figsize):
+def _axes(ax, figsize, nrows: int = 1):
+    """(figure, first axes): ``ax``'s figure, or a new one with ``nrows`` stacked axes."""
     if ax is not None:
         return ax.figure, ax
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,7 +26,8 @@ def _axes(ax, figsize):
 
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    axes = fig.subplots(nrows, 1, sharey=True, squeeze=False)[:, 0]
+    return fig, axes[0]
 
 
 def _label(r) -> str:
@@ -98,7 +100,22 @@ def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
         warnings.simplefilter("ignore", AnalysisWarning)
         paired, _, _ = pair_runs(runs, pairs, on_mismatch="drop")
     groups = list(paired.groupby(["task", "model", "masker", "baseline"], sort=False))
-    fig, ax = _axes(ax, (max(6.0, 1.1 * len(groups) + 1), 4.2))
+    if ax is not None:
+        _slopes(ax, groups)
+        return ax.figure
+    # At most SLOPES_PER_ROW comparisons side by side: more rows, not ever smaller labels.
+    rows = max(1, -(-len(groups) // SLOPES_PER_ROW))
+    per_row = -(-len(groups) // rows) if groups else 1
+    fig, _ = _axes(None, (max(6.0, 0.95 * per_row + 1.2), 3.6 * rows), nrows=rows)
+    for r, a in enumerate(fig.axes):
+        _slopes(a, groups[r * per_row:(r + 1) * per_row], title=r == 0)
+    return fig
+
+
+SLOPES_PER_ROW = 8
+
+
+def _slopes(ax, groups, title: bool = True) -> None:
     ticks, labels = [], []
     for i, (key, g) in enumerate(groups):
         centre = g["value_baseline"].mean()
@@ -111,9 +128,9 @@ def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
         labels += [f"{key[3]}\n{key[0]}/{key[1]}", key[2]]
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_xticks(ticks, labels, fontsize=7, rotation=60, ha="right")
-    ax.set_ylabel("score − baseline mean (points)")
-    ax.set_title("Per-seed pairs (green: treatment higher)")
-    return fig
+    ax.set_ylabel("score − baseline mean (points)", fontsize=8)
+    if title:
+        ax.set_title("Per-seed pairs (green: treatment higher)")
 
 
 def distribution_plot(runs: pd.DataFrame, ax=None):

@@ -50,6 +50,7 @@ class AnalysisResult:
     caveats: list[str] = field(default_factory=list)  # what a reader must know beside the tables
     warnings: list[str] = field(default_factory=list)  # what the analysis did to the data
     pairing: str = ""  # the pairing audit's verdict
+    multiboot_note: str = ""  # where the multibootstrap and the seed-level tests disagree, and why
     settings: dict = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -176,6 +177,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
     collapse_notes, dead = caveats.collapse(table, clean, collapsed)
+    mb_note = caveats.multiboot_disagreement(table, mb, alpha)
     return AnalysisResult(
         comparisons=table,
         power=power_table(table, effects=effects, alpha=alpha),
@@ -191,9 +193,9 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         margin=margin,
         collapsed=collapsed,
         uninformative=dead,
-        caveats=(caveats.small_n(table) + collapse_notes
-                 + caveats.multiboot_disagreement(table, mb, alpha)),
+        caveats=caveats.small_n(table) + collapse_notes + mb_note,
         pairing=caveats.pairing_verdict(audit, clean),
+        multiboot_note=mb_note[0] if mb_note else "",
         settings=settings,
     )
 

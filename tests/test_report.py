@@ -8,6 +8,7 @@ from conftest import tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
 from analysis.collapse import single_class_runs
+from analysis.synthetic import synthetic_study
 from study.protocol import load_protocol
 from study.report import write_report
 from study.results import RunResult
@@ -47,6 +48,47 @@ def synthetic_store(tmp_path):
                 masker_state={"top_salient": [["great", 1.0], ["awful", 0.9]], "least_salient": [["the", 0.0]]}
                 if spec.masker["kind"] == "typhoon" else {}))
     return p
+
+
+def synthetic_grid_store(tmp_path, tasks: dict, models: tuple, n_examples: int = 200, seed: int = 1,
+                         maskers: dict | None = None):
+    """A store holding ``analysis.synthetic_study`` results for tasks x models x maskers x 5 seeds
+    (by default none / random / typhoon: two comparisons per cell), as real RunResults."""
+    maskers = maskers or {"none": 0.0, "random": 0.02, "typhoon": 0.02}
+    kinds = {"none": {"kind": "none"}, "random": {"kind": "random-token", "rate": 0.15},
+             "typhoon": {"kind": "typhoon", "rate": 0.15}}
+    runs, preds = synthetic_study(tasks=tasks, models=models, maskers=maskers, n_examples=n_examples, seed=seed)
+    data = tiny_protocol_dict(seeds={"start": 0, "count": 5}, store=str(tmp_path / "grid.sqlite"))
+    # run_ids hash what changes a result, not names: each task and model differs in a setting
+    data["tasks"] = [{"name": t, "dataset": "tweets-sentiment", "max_train_examples": 40 + i}
+                     for i, t in enumerate(tasks)]
+    data["models"] = [{"name": m, "source": "builtin:minilm-l6", "num_hidden_layers": 1 + i}
+                      for i, m in enumerate(models)]
+    data["maskers"] = [{"name": m, **kinds[m]} for m in maskers]
+    data["analysis"] = {"baseline": "none", "margin": 0.01, "n_boot": 300}
+    p = load_protocol(write_protocol(tmp_path, data, "grid.yaml"))
+    by_cell = runs.set_index(["task", "model", "masker", "seed"])
+    pred_of = dict(tuple(preds.groupby(["task", "model", "masker", "seed"])))
+    with Store(p.store_path) as store:
+        store.register(expand(p))
+        for spec in expand(p):
+            key = (spec.task["name"], spec.model["name"], spec.masker["name"], spec.seed)
+            r, pr = by_cell.loc[key], pred_of[key]
+            metrics = {r["metric"]: float(r["value"]), "accuracy": float(r["accuracy"])}
+            store.record_result(RunResult(
+                run_id=spec.run_id, primary_metric=r["metric"], final_metrics=metrics,
+                epochs=[{"epoch": 1, "train_loss": 1.0, "metrics": metrics}],
+                predictions=[[f"ex-{i}", int(y), int(q), 0.9]
+                             for i, y, q in zip(pr.example_id, pr.label, pr.prediction, strict=True)],
+                wall_time_s=1.0, train_time_s=1.0, train_examples_per_s=10.0,
+                realised_mask_rate=None if spec.masker["kind"] == "none" else 0.15,
+                fingerprints={"data": "d", "data_order": f"o{spec.seed}", "head_init": f"h{spec.seed}"},
+                masker_stats={}, env={"device": "cpu"}, masker_state={}))
+    return p
+
+
+def pdf_text(path) -> str:
+    return " ".join(page.extract_text() for page in PdfReader(path).pages).replace("\n", " ")
 
 
 def test_report_has_every_section_and_flags_problems(tmp_path):
