@@ -47,25 +47,36 @@ def collapse(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFr
 def multiboot_disagreement(comparisons: pd.DataFrame, mb: pd.DataFrame | None,
                            alpha: float) -> list[str]:
     """Where the multibootstrap and the seed-level t-test reach different verdicts, say so
-    and why: with few seeds, resampling n seeds with replacement treats them as the whole
-    population of seeds, so the multibootstrap interval is too narrow (as the seed-level
-    bootstrap's coverage shows) while the example resampling adds only test-set noise."""
+    and why. Significant only by the multibootstrap: with few seeds, resampling n seeds with
+    replacement treats them as the whole population of seeds, so its interval is too narrow
+    (as the seed-level bootstrap's measured coverage shows). Significant only by the t-test:
+    the example resampling finds the difference within test-set noise."""
     if mb is None or mb.empty or comparisons.empty:
         return []
     keys = ["task", "model", "treatment", "baseline"]
     both = mb[keys + ["p_boot", "n_pairs"]].merge(comparisons[keys + ["p_ttest"]], on=keys)
     both = both[np.isfinite(both["p_boot"]) & np.isfinite(both["p_ttest"])]
-    differ = both[(both["p_boot"] < alpha) != (both["p_ttest"] < alpha)]
-    if differ.empty:
-        return []
-    r = differ.iloc[0]
+    out = []
+    only_boot = both[(both["p_boot"] < alpha) & (both["p_ttest"] >= alpha)]
+    if len(only_boot):
+        out.append(f"The multibootstrap calls {len(only_boot)} of {len(both)} comparisons significant that the "
+                   f"seed-level t-test does not ({_example(only_boot.iloc[0])}). With "
+                   f"{int(only_boot['n_pairs'].max())} seeds its seed resampling under-covers: drawing n seeds "
+                   "with replacement treats them as the whole population of seeds, so its interval is too "
+                   "narrow. Trust the seed-level tests.")
+    only_t = both[(both["p_ttest"] < alpha) & (both["p_boot"] >= alpha)]
+    if len(only_t):
+        out.append(f"The multibootstrap does not confirm {len(only_t)} of {len(both)} comparisons the seed-level "
+                   f"t-test calls significant ({_example(only_t.iloc[0])}): resampling the evaluation examples "
+                   "as well, it finds the difference within test-set noise, so it may not hold on other data.")
+    return out
+
+
+def _example(r) -> str:
     p_boot = "< 0.001" if r["p_boot"] < 0.001 else f"= {r['p_boot']:.3f}"
-    return [f"The multibootstrap disagrees with the seed-level t-test on {len(differ)} of "
-            f"{len(both)} comparisons (e.g. {r['treatment']} vs {r['baseline']} on "
-            f"{r['task']}/{r['model']}: multibootstrap p {p_boot}, paired t-test "
-            f"p = {r['p_ttest']:.3f}). With {int(differ['n_pairs'].max())} seeds its seed "
-            "resampling under-covers: drawing n seeds with replacement treats them as the whole "
-            "population of seeds, so its interval is too narrow. Trust the seed-level tests."]
+    p_t = "< 0.001" if r["p_ttest"] < 0.001 else f"= {r['p_ttest']:.3f}"
+    return (f"e.g. {r['treatment']} vs {r['baseline']} on {r['task']}/{r['model']}: multibootstrap "
+            f"p {p_boot}, paired t-test p {p_t}")
 
 
 def pairing_verdict(audit: pd.DataFrame, runs: pd.DataFrame) -> str:

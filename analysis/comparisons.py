@@ -54,7 +54,7 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     }
     notes = []
     if n < 2:
-        notes.append(f"n_pairs={n}: no test possible")
+        notes.append(f"{n} pair{'' if n == 1 else 's'}: no test possible")
         return out | {"_notes": notes}
     out["p_wilcoxon"] = wilcoxon_exact(d)
     out["p_signflip"], out["signflip_method"] = signflip_test(d, rng=rng_flip)
@@ -73,7 +73,7 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     n_nonzero = int(np.count_nonzero(rounded))
     floor = min_exact_p(n_nonzero)
     if n_nonzero and floor >= alpha:
-        pairs_txt = f"n_pairs={n}" + (f" ({n_nonzero} non-zero)" if n_nonzero < n else "")
+        pairs_txt = f"{n} pairs" + (f" ({n_nonzero} non-zero)" if n_nonzero < n else "")
         notes.append(f"{pairs_txt}: exact tests cannot reach p<{floor:.4g}")
     if n < 3:
         notes.append("bootstrap CI not computed (n<3)")

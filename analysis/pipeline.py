@@ -195,7 +195,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         uninformative=dead,
         caveats=caveats.small_n(table) + collapse_notes + mb_note,
         pairing=caveats.pairing_verdict(audit, clean),
-        multiboot_note=mb_note[0] if mb_note else "",
+        multiboot_note=" ".join(mb_note),
         settings=settings,
     )
 
