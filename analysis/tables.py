@@ -161,7 +161,7 @@ def frame_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
     shown = display_frame(df, fold=False)
     header = [rf"\textbf{{{latex_escape(c)}}}" for c in shown.columns]
     rows = [[latex_escape(v) for v in rec] for rec in shown.itertuples(index=False)]
-    align = "".join("r" if shown[c].map(_NUMBERLIKE.fullmatch).all() else "l" for c in shown)
+    align = "".join("r" if all(_NUMBERLIKE.fullmatch(v) for v in shown[c]) else "l" for c in shown)
     return latex_table(header, rows, align, caption, label)
 
 
