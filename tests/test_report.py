@@ -164,7 +164,7 @@ def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
         tex = (tmp_path / "tables" / f"{name}.tex").read_text()
         assert r"\toprule" in tex and r"\bottomrule" in tex, name
     mb_tex = (tmp_path / "tables" / "multibootstrap.tex").read_text()
-    assert r"\\begin{tabular}{lllll" in mb_tex  # text columns left, numbers right
+    assert r"\begin{tabular}{lllll" in mb_tex  # text columns left, numbers right
 
 
 def test_nothing_to_compare_gives_cell_spread(tmp_path):
