@@ -32,7 +32,8 @@ _EXPORTS = {
     "write_result": "pipeline",
     "mde": "power", "paired_power": "power", "power_table": "power", "seeds_needed": "power",
     "summary_sentence": "summary",
-    "comparisons_latex": "tables", "to_markdown": "tables",
+    "comparisons_latex": "tables", "to_markdown": "tables", "write_tables": "tables",
+    "display_frame": "display",
     "variance_decomposition": "variance",
 }
 

@@ -29,8 +29,8 @@ def uninformative_comparisons(comparisons: pd.DataFrame, runs: pd.DataFrame, col
     dead_runs = set(map(tuple, collapsed[["task", "model", "masker", "seed"]].itertuples(index=False)))
     out = []
     for c in comparisons.itertuples():
-        cell = runs[(runs.task == c.task) & (runs.model == c.model) & runs.masker.isin([c.masker, c.baseline])]
+        cell = runs[(runs.task == c.task) & (runs.model == c.model) & runs.masker.isin([c.treatment, c.baseline])]
         keys = set(map(tuple, cell[["task", "model", "masker", "seed"]].itertuples(index=False)))
         if keys and keys <= dead_runs:
-            out.append(f"{c.task}/{c.model}: {c.masker} vs {c.baseline}")
+            out.append(f"{c.task}/{c.model}: {c.treatment} vs {c.baseline}")
     return out

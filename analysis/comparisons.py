@@ -27,13 +27,15 @@ from analysis.paired import (
 )
 from analysis.power import mde
 
+# Column meanings: analysis/README.md, "Result tables".
 COLUMNS = [
-    "task", "model", "masker", "baseline", "metric", "n_pairs",
-    "mean_treatment", "mean_baseline", "mean_diff", "sd_diff", "se_diff",
+    "task", "model", "treatment", "baseline", "metric", "n_pairs",
+    "mean_treatment", "mean_baseline", "estimate", "sd", "se",
     "ci_low", "ci_high", "t_stat", "df", "p_ttest", "p_wilcoxon", "p_signflip",
-    "signflip_method", "correction", "p_adj", "significant", "boot_ci_low", "boot_ci_high",
-    "d_z", "mde", "margin", "p_tost", "equivalent", "level", "warning",
+    "signflip_method", "correction", "p_adj", "significant", "boot_low", "boot_high",
+    "d_z", "mde", "margin", "p_tost", "equivalent", "level", "method", "warning",
 ]
+METHOD = "paired t"  # what estimate, ci_low/ci_high and p_adj come from
 
 # Below this many pairs the measured coverage of the 95 % BCa interval falls 1.5-11 points
 # short of nominal for normal data (analysis/README.md, bench/analysis.py --coverage).
@@ -44,20 +46,20 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     n = d.size
     t = ttest_paired(d, alpha)
     out = {
-        "n_pairs": n, "mean_diff": t["mean"], "sd_diff": t["sd"], "se_diff": t["se"],
+        "n_pairs": n, "estimate": t["mean"], "sd": t["sd"], "se": t["se"],
         "ci_low": t["ci_low"], "ci_high": t["ci_high"], "t_stat": t["t"], "df": t["df"],
         "p_ttest": t["p"], "p_wilcoxon": np.nan, "p_signflip": np.nan,
-        "signflip_method": "", "boot_ci_low": np.nan, "boot_ci_high": np.nan,
+        "signflip_method": "", "boot_low": np.nan, "boot_high": np.nan,
         "d_z": np.nan, "mde": np.nan, "p_tost": np.nan,
     }
     notes = []
     if n < 2:
-        notes.append(f"n_pairs={n}: no test possible")
+        notes.append(f"{n} pair{'' if n == 1 else 's'}: no test possible")
         return out | {"_notes": notes}
     out["p_wilcoxon"] = wilcoxon_exact(d)
     out["p_signflip"], out["signflip_method"] = signflip_test(d, rng=rng_flip)
     if n >= 3:
-        out["boot_ci_low"], out["boot_ci_high"] = bootstrap_ci(d, n_boot, alpha, rng_boot)
+        out["boot_low"], out["boot_high"] = bootstrap_ci(d, n_boot, alpha, rng_boot)
     sd = t["sd"]
     if sd > 0:
         out["d_z"] = t["mean"] / sd
@@ -71,7 +73,7 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     n_nonzero = int(np.count_nonzero(rounded))
     floor = min_exact_p(n_nonzero)
     if n_nonzero and floor >= alpha:
-        pairs_txt = f"n_pairs={n}" + (f" ({n_nonzero} non-zero)" if n_nonzero < n else "")
+        pairs_txt = f"{n} pairs" + (f" ({n_nonzero} non-zero)" if n_nonzero < n else "")
         notes.append(f"{pairs_txt}: exact tests cannot reach p<{floor:.4g}")
     if n < 3:
         notes.append("bootstrap CI not computed (n<3)")
@@ -80,7 +82,7 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     if n_nonzero == 0:
         notes.append("all differences zero: t-test undefined")
     elif sd == 0:
-        notes.append("constant differences (sd_diff=0): t-test degenerate")
+        notes.append("constant differences (sd=0): t-test degenerate")
     elif n_nonzero < n:
         notes.append(f"{n - n_nonzero} zero difference(s) dropped by Wilcoxon")
     if n_nonzero and np.unique(np.abs(rounded[rounded != 0])).size < n_nonzero:
@@ -143,12 +145,12 @@ def compare(
             text = notes.get(key, []) + res.pop("_notes")
             rows.append(
                 {
-                    "task": task, "model": model, "masker": treat, "baseline": base,
+                    "task": task, "model": model, "treatment": treat, "baseline": base,
                     "metric": metric_of.get(task), **res,
                     "mean_treatment": float(sel["value_treatment"].mean()) if len(sel) else np.nan,
                     "mean_baseline": float(sel["value_baseline"].mean()) if len(sel) else np.nan,
                     "margin": np.nan if margin is None else float(margin),
-                    "level": 1 - alpha, "warning": "; ".join(text),
+                    "level": 1 - alpha, "method": METHOD, "warning": "; ".join(text),
                 }
             )
     if not rows:

@@ -29,7 +29,7 @@ from analysis.audit import pair_runs
 from analysis.paired import TIE_DECIMALS
 
 COLUMNS = [
-    "task", "model", "masker", "baseline", "n_pairs", "mean_diff", "share_sign_disagree",
+    "task", "model", "treatment", "baseline", "n_pairs", "estimate", "share_sign_disagree",
     "n_mismatched", "share_sign_disagree_mismatched", "share_win", "share_win_mismatched",
     "share_win_opposite", "win_threshold",
 ]
@@ -47,7 +47,7 @@ def disagreement_stats(treatment, baseline, win_threshold: float = 0.005) -> dic
     ref = np.sign(np.round(d.mean(), TIE_DECIMALS))
     thr = win_threshold - 10.0**-TIE_DECIMALS  # a 0.5-point win is a win despite float error
     out = {
-        "n_pairs": n, "mean_diff": float((t - b).mean()),
+        "n_pairs": n, "estimate": float((t - b).mean()),
         "share_sign_disagree": float(np.mean(np.sign(d) != ref)),
         "share_win": float(np.mean(np.abs(d) >= thr)),
         "share_win_opposite": float(np.mean((np.abs(d) >= thr) & (np.sign(d) == -ref) & (ref != 0))),
@@ -79,7 +79,7 @@ def single_run_disagreement(
     rows = []
     for key, grp in paired.groupby(["task", "model", "masker", "baseline"], sort=False):
         stats = disagreement_stats(grp["value_treatment"], grp["value_baseline"], win_threshold)
-        rows.append(dict(zip(("task", "model", "masker", "baseline"), key, strict=True)) | stats)
+        rows.append(dict(zip(("task", "model", "treatment", "baseline"), key, strict=True)) | stats)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["win_threshold"] = win_threshold
     return out

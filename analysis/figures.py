@@ -17,7 +17,8 @@ from analysis._frames import AnalysisWarning, check_runs, ordered_groups, resolv
 from analysis.power import seeds_needed_curve
 
 
-def _axes(ax, figsize):
+def _axes(ax, figsize, nrows: int = 1):
+    """(figure, first axes): ``ax``'s figure, or a new one with ``nrows`` stacked axes."""
     if ax is not None:
         return ax.figure, ax
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,18 +26,29 @@ def _axes(ax, figsize):
 
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    axes = fig.subplots(nrows, 1, sharey=True, squeeze=False)[:, 0]
+    return fig, axes[0]
 
 
 def _label(r) -> str:
-    return f"{r['task']}/{r['model']}: {r['masker']} vs {r['baseline']}"
+    return f"{r['task']}/{r['model']}: {r['treatment']} vs {r['baseline']}"
+
+
+def _row_layout(n: int) -> tuple[float, float]:
+    """(inches per row, font size) so that 1-12 rows read at 8 pt and 40 rows still fit an
+    A4 page at 6.5 pt instead of being shrunk to an unreadable height."""
+    if n <= 16:
+        return 0.34, 8.0
+    return max(0.21, 8.6 / n), (7.0 if n <= 30 else 6.5)
 
 
 def forest_plot(table: pd.DataFrame, margin: float | None = None, ax=None, show_boot: bool = True):
     """Paired mean differences (points) with t-intervals, BCa intervals (thin) and the
-    ±margin equivalence band. ``table``: :func:`analysis.compare` output."""
+    ±margin equivalence band; the right margin prints each estimate and its t-interval, and
+    thin rules separate task x model cells. ``table``: :func:`analysis.compare` output."""
     recs = table.to_dict("records")
-    fig, ax = _axes(ax, (7.5, 1.2 + 0.38 * max(len(recs), 1)))
+    per_row, font = _row_layout(len(recs))
+    fig, ax = _axes(ax, (7.5, 1.3 + per_row * max(len(recs), 1)))
     if margin is None and "margin" in table and table["margin"].notna().any():
         margin = float(table["margin"].dropna().iloc[0])
     if margin is not None:
@@ -44,22 +56,36 @@ def forest_plot(table: pd.DataFrame, margin: float | None = None, ax=None, show_
                    label=f"equivalence ±{margin * 100:g} pts")
     ax.axvline(0, color="0.3", lw=0.8)
     y = np.arange(len(recs))[::-1]
-    for yi, r in zip(y, recs, strict=True):
+    for i, (yi, r) in enumerate(zip(y, recs, strict=True)):
         color = "tab:red" if bool(r["significant"]) else "tab:blue"
         if np.isfinite(r["ci_low"]):
             ax.plot([r["ci_low"] * 100, r["ci_high"] * 100], [yi, yi], color=color, lw=2.2)
-        if show_boot and np.isfinite(r["boot_ci_low"]):
-            ax.plot([r["boot_ci_low"] * 100, r["boot_ci_high"] * 100], [yi - 0.18] * 2,
+        if show_boot and np.isfinite(r["boot_low"]):
+            ax.plot([r["boot_low"] * 100, r["boot_high"] * 100], [yi - 0.22] * 2,
                     color="0.45", lw=1)
-        ax.plot([r["mean_diff"] * 100], [yi], "o", color=color, ms=5)
-    ax.set_yticks(y, [_label(r) for r in recs], fontsize=8)
+        ax.plot([r["estimate"] * 100], [yi], "o", color=color, ms=4.5)
+        if i and (r["task"], r["model"]) != (recs[i - 1]["task"], recs[i - 1]["model"]):
+            ax.axhline(yi + 0.5, color="0.8", lw=0.6)
+    ax.set_yticks(y, [_label(r) for r in recs], fontsize=font)
+    ax.set_ylim(-0.7, len(recs) - 0.3)
+    ax.tick_params(axis="x", labelsize=font)
+    right = ax.twinx()  # the numbers beside each row, so no one reads them off the axis
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(y, [_interval_text(r) for r in recs], fontsize=font, family="monospace")
+    right.tick_params(axis="y", length=0)
     level = float(table["level"].iloc[0]) if len(table) else 0.95
     ax.set_xlabel(f"treatment − baseline (points); thick: {level:.0%} t-CI, thin grey: BCa; "
-                  "red: significant after correction", fontsize=8)
-    ax.set_title("Paired differences")
+                  "red: significant after correction", fontsize=font)
+    ax.set_title("Paired differences", fontsize=font + 2)
     if margin is not None:
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="lower right", fontsize=font - 1, framealpha=0.9)
     return fig
+
+
+def _interval_text(r) -> str:
+    if not np.isfinite(r["ci_low"]):
+        return f"{r['estimate'] * 100:+.2f}"
+    return f"{r['estimate'] * 100:+.2f} [{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}]"
 
 
 def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
@@ -74,7 +100,22 @@ def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
         warnings.simplefilter("ignore", AnalysisWarning)
         paired, _, _ = pair_runs(runs, pairs, on_mismatch="drop")
     groups = list(paired.groupby(["task", "model", "masker", "baseline"], sort=False))
-    fig, ax = _axes(ax, (max(6.0, 1.1 * len(groups) + 1), 4.2))
+    if ax is not None:
+        _slopes(ax, groups)
+        return ax.figure
+    # At most SLOPES_PER_ROW comparisons side by side: more rows, not ever smaller labels.
+    rows = max(1, -(-len(groups) // SLOPES_PER_ROW))
+    per_row = -(-len(groups) // rows) if groups else 1
+    fig, _ = _axes(None, (max(6.0, 0.95 * per_row + 1.2), 3.6 * rows), nrows=rows)
+    for r, a in enumerate(fig.axes):
+        _slopes(a, groups[r * per_row:(r + 1) * per_row], title=r == 0)
+    return fig
+
+
+SLOPES_PER_ROW = 8
+
+
+def _slopes(ax, groups, title: bool = True) -> None:
     ticks, labels = [], []
     for i, (key, g) in enumerate(groups):
         centre = g["value_baseline"].mean()
@@ -87,9 +128,9 @@ def slope_plot(runs: pd.DataFrame, baseline: str | None = None, *,
         labels += [f"{key[3]}\n{key[0]}/{key[1]}", key[2]]
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_xticks(ticks, labels, fontsize=7, rotation=60, ha="right")
-    ax.set_ylabel("score − baseline mean (points)")
-    ax.set_title("Per-seed pairs (green: treatment higher)")
-    return fig
+    ax.set_ylabel("score − baseline mean (points)", fontsize=8)
+    if title:
+        ax.set_title("Per-seed pairs (green: treatment higher)")
 
 
 def distribution_plot(runs: pd.DataFrame, ax=None):
@@ -124,15 +165,17 @@ def distribution_plot(runs: pd.DataFrame, ax=None):
 def power_curve(table: pd.DataFrame, effects_points=None, alpha: float | None = None,
                 power: float = 0.8, ax=None):
     """Seeds needed for ``power`` vs the true effect (points), one line per comparison,
-    from each comparison's observed ``sd_diff``; dotted line: seeds used."""
+    from each comparison's observed ``sd``; dotted line: seeds used."""
     if effects_points is None:
         effects_points = np.geomspace(0.1, 5.0, 40)
-    fig, ax = _axes(ax, (7.0, 4.5))
-    recs = [r for r in table.to_dict("records") if np.isfinite(r["sd_diff"]) and r["sd_diff"] > 0]
+    n_lines = len(table)
+    fig, ax = _axes(ax, (7.0, 4.5 + 0.09 * max(n_lines - 6, 0)))
+    recs = [r for r in table.to_dict("records") if np.isfinite(r["sd"]) and r["sd"] > 0]
     for i, r in enumerate(recs):
         a = alpha if alpha is not None else 1 - float(r["level"])
-        n = seeds_needed_curve(np.asarray(effects_points) / 100, r["sd_diff"], a, power)
-        ax.plot(effects_points, n, color=f"C{i % 10}", lw=1.3, label=_label(r))
+        n = seeds_needed_curve(np.asarray(effects_points) / 100, r["sd"], a, power)
+        ax.plot(effects_points, n, color=f"C{i % 10}", lw=1.3, label=_label(r),
+                ls=("-", "--", "-.", ":")[(i // 10) % 4])  # beyond 10 lines colours repeat
     if len(table):
         ax.axhline(float(table["n_pairs"].max()), color="0.3", ls=":", lw=1,
                    label=f"seeds used ({int(table['n_pairs'].max())})")
@@ -141,7 +184,9 @@ def power_curve(table: pd.DataFrame, effects_points=None, alpha: float | None = 
     ax.set_xlabel("true mean difference (points)")
     ax.set_ylabel(f"seed pairs for {power:.0%} power")
     ax.set_title("Seeds needed (paired t-test)")
-    ax.legend(fontsize=6, loc="best")
+    # Below the axes, so many comparisons never hide the curves.
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              ncols=1 if n_lines <= 6 else 2, frameon=False)
     return fig
 
 
@@ -152,15 +197,16 @@ def disagreement_heatmap(dis: pd.DataFrame, ax=None):
     names = ["sign ≠ mean\n(same seed)", "sign ≠ mean\n(other seed)", "declares win\n(same seed)",
              "declares win\n(other seed)", "wrong-way win\n(same seed)"]
     recs = dis.to_dict("records")
-    fig, ax = _axes(ax, (7.5, 1.4 + 0.36 * max(len(recs), 1)))
+    per_row, font = _row_layout(len(recs))
+    fig, ax = _axes(ax, (7.5, 1.5 + per_row * max(len(recs), 1)))
     data = dis[cols].to_numpy(dtype=float) if len(dis) else np.zeros((0, len(cols)))
     im = ax.imshow(np.ma.masked_invalid(data), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(data):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=font - 1,
                     color="white" if v < 0.5 else "black")
     ax.set_xticks(range(len(cols)), names, fontsize=7)
-    ax.set_yticks(range(len(recs)), [_label(r) for r in recs], fontsize=7)
+    ax.set_yticks(range(len(recs)), [_label(r) for r in recs], fontsize=font - 1)
     thr = float(dis["win_threshold"].iloc[0]) * 100 if len(dis) else 0.5
     ax.set_title(f"What a single run would have said (win: |Δ| ≥ {thr:g} pts)", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)

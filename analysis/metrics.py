@@ -94,7 +94,7 @@ def compute_metrics(labels, predictions, primary: str, num_labels: int | None = 
 # --- confusion-matrix form -------------------------------------------------------------
 # The multibootstrap reweights examples, so it needs each metric as a function of the
 # confusion matrix, which resampling turns into a weighted count. These agree with the
-# label/prediction forms above (tests/analysis/test_metrics.py checks it).
+# label/prediction forms above (tests/stats/test_analysis_multiboot.py checks it).
 
 
 def confusion_matrix(labels, predictions, num_labels: int) -> np.ndarray:

@@ -22,7 +22,7 @@ Streams: example resamples come from ``(seed, task, chunk number)`` and seed res
 comparisons are analysed or on ``n_jobs``.
 
 Reported: ``estimate`` (the difference on the full data), a percentile CI of the
-resampled differences, ``p_val`` two-sided (twice the smaller tail share of resampled
+resampled differences, ``p_boot`` two-sided (twice the smaller tail share of resampled
 differences at or beyond zero, capped at 1) and ``p_one_sided`` (MultiBERTs' report_ci:
 share of resampled differences <= 0, i.e. evidence that the treatment is better).
 """
@@ -40,8 +40,8 @@ from analysis.metrics import get_metric, metric_from_confusion
 
 PRED_COLUMNS = ("task", "model", "masker", "seed", "example_id", "label", "prediction")
 COLUMNS = [
-    "task", "model", "masker", "baseline", "metric", "n_seeds", "n_examples",
-    "mean_treatment", "mean_baseline", "estimate", "ci_low", "ci_high", "p_val",
+    "task", "model", "treatment", "baseline", "metric", "n_pairs", "n_examples",
+    "mean_treatment", "mean_baseline", "estimate", "ci_low", "ci_high", "p_boot",
     "p_one_sided", "level", "method", "n_boot",
 ]
 CHUNK = 512  # resamples per chunk; part of the stream definition, so fixed
@@ -151,7 +151,7 @@ def _summarise(est_t, est_b, delta, alpha) -> dict:
     return {
         "mean_treatment": float(est_t), "mean_baseline": float(est_b),
         "estimate": float(est_t - est_b), "ci_low": float(ci_low), "ci_high": float(ci_high),
-        "p_val": float(min(1.0, 2 * min(np.mean(delta <= 0), np.mean(delta >= 0)))),
+        "p_boot": float(min(1.0, 2 * min(np.mean(delta <= 0), np.mean(delta >= 0)))),
         "p_one_sided": float(np.mean(delta <= 0)),
     }
 
@@ -304,8 +304,8 @@ def multibootstrap(
                 seed_idx = stable_rng(seed, "multibootstrap-seeds", *key).integers(
                     0, len(seeds), (n_boot, len(seeds)))
                 bt, bb = seed_averaged(scores, rows_t, rows_b, seed_idx)
-                rows.append({"task": task, "model": model, "masker": treat, "baseline": base,
-                             "n_seeds": len(seeds), "n_examples": n,
+                rows.append({"task": task, "model": model, "treatment": treat, "baseline": base,
+                             "n_pairs": len(seeds), "n_examples": n,
                              **_summarise(est_t[0], est_b[0], bt - bb, alpha)})
     out = pd.DataFrame(rows)
     if out.empty:

@@ -1,6 +1,6 @@
 """Tests and intervals on one vector of seed-paired differences ``d`` (shape (n,)).
 
-Conventions (each checked against an independent reference in tests/analysis):
+Conventions (each checked against an independent reference in tests/stats):
 
 * paired t: closed form, two-sided, interval at level 1 - alpha. With ``sd == 0`` the
   statistic is 0/0 (all differences zero: p, t and d_z are NaN) or ±inf (constant non-zero

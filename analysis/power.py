@@ -130,25 +130,25 @@ def power_table(
 ) -> pd.DataFrame:
     """Seeds needed for ``power`` against each effect and against the observed mean.
 
-    ``table``: the output of :func:`analysis.compare` (uses ``sd_diff``, ``n_pairs``,
-    ``mean_diff`` and, when ``alpha`` is None, its ``level``). Returns one row per
+    ``table``: the output of :func:`analysis.compare` (uses ``sd``, ``n_pairs``,
+    ``estimate`` and, when ``alpha`` is None, its ``level``). Returns one row per
     comparison x effect (``len(effects) + 1`` rows per comparison) with columns
-    ``task, model, masker, baseline, n_pairs, sd_diff, effect_label, effect, effect_points,
+    ``task, model, treatment, baseline, n_pairs, sd, effect_label, effect, effect_points,
     d_z, power_at_n, seeds_needed, alpha, target_power``.
     """
     rows = []
     for r in table.to_dict("records"):
         a = alpha if alpha is not None else 1 - float(r["level"])
         targets = [(_label(e), float(e)) for e in effects]
-        targets.append(("observed", abs(float(r["mean_diff"]))))
+        targets.append(("observed", abs(float(r["estimate"]))))
         for label, eff in targets:
-            sd = float(r["sd_diff"])
+            sd = float(r["sd"])
             with np.errstate(divide="ignore", invalid="ignore"):
                 dz = eff / sd if sd > 0 else np.nan
             rows.append(
                 {
-                    "task": r["task"], "model": r["model"], "masker": r["masker"],
-                    "baseline": r["baseline"], "n_pairs": int(r["n_pairs"]), "sd_diff": sd,
+                    "task": r["task"], "model": r["model"], "treatment": r["treatment"],
+                    "baseline": r["baseline"], "n_pairs": int(r["n_pairs"]), "sd": sd,
                     "effect_label": label, "effect": eff, "effect_points": eff * 100,
                     "d_z": dz, "power_at_n": paired_power(eff, sd, int(r["n_pairs"]), a),
                     "seeds_needed": seeds_needed(eff, sd, a, power),

@@ -7,7 +7,7 @@ import pandas as pd
 
 
 def _name(r) -> str:
-    return f"{r['masker']} vs {r['baseline']} ({r['task']}/{r['model']})"
+    return f"{r['treatment']} vs {r['baseline']} ({r['task']}/{r['model']})"
 
 
 def _pts(x: float) -> str:
@@ -32,7 +32,7 @@ def summary_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
     parts = [f"{len(sig)} of {m} comparison{'s' if m != 1 else ''} significant {corr_txt} "
              f"at α = {alpha:g} (paired t-test)"]
     if sig:
-        parts[0] += ": " + ", ".join(f"{_name(r)} {_pts(r['mean_diff'])} pts" for r in sig)
+        parts[0] += ": " + ", ".join(f"{_name(r)} {_pts(r['estimate'])} pts" for r in sig)
     with_ci = [r for r in recs if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])]
     excl = [r for r in with_ci if r["ci_low"] > 0 or r["ci_high"] < 0]
     no_ci = m - len(with_ci)

@@ -1,24 +1,37 @@
-"""Markdown and LaTeX (booktabs) renderings of the analysis tables.
+"""Markdown and LaTeX (booktabs) renderings of the analysis tables, and the one writer
+(:func:`write_tables`) that puts every table of an analysis on disk as md, csv and tex.
 
 Written by hand rather than through ``DataFrame.to_markdown``/``to_latex`` so the package
 needs neither tabulate nor jinja2. CSV files keep full precision and the frames' snake_case
-columns; Markdown keeps the same column names with rounded numbers; the LaTeX comparison
-table is paper-ready, with differences in points (metric x 100).
+columns; Markdown keeps the same column names with rounded numbers; LaTeX tables are
+paper-ready (human headers from :mod:`analysis.display`, differences in points).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-COMPARISON_MD_COLUMNS = [
-    "task", "model", "masker", "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high",
-    "p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "boot_ci_low",
-    "boot_ci_high", "d_z", "mde", "p_tost", "equivalent", "level", "warning",
-]
+from analysis.display import display_frame, fmt_p
+
+# Markdown shows the columns a reader scans; the CSV keeps them all.
+MD_COLUMNS = {"comparisons": [
+    "task", "model", "treatment", "baseline", "n_pairs", "estimate", "ci_low", "ci_high",
+    "p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "boot_low",
+    "boot_high", "d_z", "mde", "p_tost", "equivalent", "level", "warning",
+]}
+CAPTIONS = {
+    "multibootstrap": "Multibootstrap over seeds and evaluation examples (differences in points).",
+    "power": "Power of the paired $t$-test and seeds needed for the target power.",
+    "disagreement": "What a single run would have told you: shares of single-seed comparisons.",
+    "variance": "Variance decomposition of the primary metric.",
+    "cells": "Per-cell score over seeds (points).",
+    "audit": "Pairing audit: one row per seed pair.",
+}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -39,6 +52,10 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (float, np.floating)) and math.isfinite(v)
+
+
 def to_markdown(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
     """A GitHub-flavoured Markdown table; numbers to ``digits`` significant digits, NaN blank."""
     cols = [c for c in (columns or df.columns) if c in df.columns]
@@ -47,7 +64,8 @@ def to_markdown(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: 
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
     for rec in df[cols].itertuples(index=False):
-        cells = [_fmt(v, digits).replace("|", "\\|").replace("\n", " ") for v in rec]
+        cells = [(fmt_p(v) if c.startswith("p_") and _finite(v) else _fmt(v, digits))
+                 .replace("|", "\\|").replace("\n", " ") for c, v in zip(cols, rec, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -57,8 +75,13 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "^": r"\textasciicircum{}"}
 
 
+# Display text uses a few non-ASCII signs; these spell them in plain LaTeX.
+_LATEX_SIGNS = {"Δ": r"$\Delta$", "α": r"$\alpha$", "−": "$-$", "<": "$<$", ">": "$>$",
+                "∞": r"$\infty$", "–": "--"}
+
+
 def latex_escape(text) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+    return "".join(_LATEX_ESCAPES.get(ch) or _LATEX_SIGNS.get(ch, ch) for ch in str(text))
 
 
 def _p(p) -> str:
@@ -96,7 +119,7 @@ def comparisons_latex(table: pd.DataFrame, label: str = "tab:comparisons") -> st
     level = float(table["level"].iloc[0]) if len(table) else 0.95
     has_tost = "p_tost" in table and table["p_tost"].notna().any()
     pct = f"{level * 100:g}"
-    header = ["Task", "Model", "Masker", "Baseline", "$n$", r"$\Delta$ (pts)",
+    header = ["Task", "Model", "Treatment", "Baseline", "$n$", r"$\Delta$ (pts)",
               rf"{pct}\% CI (t)", rf"{pct}\% CI (BCa)", "$p_t$", "$p_W$", r"$p_{\pm}$",
               r"$p_{\mathrm{adj}}$", "$d_z$", "MDE (pts)"]
     if has_tost:
@@ -106,10 +129,10 @@ def comparisons_latex(table: pd.DataFrame, label: str = "tab:comparisons") -> st
         p_adj = _p(r["p_adj"])
         if bool(r["significant"]):
             p_adj = rf"\textbf{{{p_adj}}}"
-        row = [latex_escape(r[c]) for c in ("task", "model", "masker", "baseline")]
-        row += [str(int(r["n_pairs"])), _pt(r["mean_diff"]),
+        row = [latex_escape(r[c]) for c in ("task", "model", "treatment", "baseline")]
+        row += [str(int(r["n_pairs"])), _pt(r["estimate"]),
                 f"[{_pt(r['ci_low'])}, {_pt(r['ci_high'])}]",
-                f"[{_pt(r['boot_ci_low'])}, {_pt(r['boot_ci_high'])}]",
+                f"[{_pt(r['boot_low'])}, {_pt(r['boot_high'])}]",
                 _p(r["p_ttest"]), _p(r["p_wilcoxon"]), _p(r["p_signflip"]), p_adj,
                 "--" if not np.isfinite(r["d_z"]) else f"{r['d_z']:.2f}", _pt(r["mde"])]
         if has_tost:
@@ -130,21 +153,49 @@ def comparisons_latex(table: pd.DataFrame, label: str = "tab:comparisons") -> st
     return latex_table(header, rows, "llll" + "r" * (len(header) - 4), caption, label)
 
 
-def write_table(df: pd.DataFrame, path_stem, formats=("md", "csv"), md_columns=None) -> dict:
-    """Write ``df`` as ``<stem>.md`` / ``.csv`` / ``.tex``; returns {file name: path}."""
+_NUMBERLIKE = re.compile(r"[-−–+0-9.,%<>\[\] ∞]*")
+
+
+def frame_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """Any result table as a booktabs table, with the report's headers and number formats."""
+    shown = display_frame(df, fold=False)
+    header = [rf"\textbf{{{latex_escape(c)}}}" for c in shown.columns]
+    rows = [[latex_escape(v) for v in rec] for rec in shown.itertuples(index=False)]
+    align = "".join("r" if all(_NUMBERLIKE.fullmatch(v) for v in shown[c]) else "l" for c in shown)
+    return latex_table(header, rows, align, caption, label)
+
+
+def write_table(df: pd.DataFrame, path_stem, formats=("md", "csv", "tex")) -> dict:
+    """Write one result table as ``<stem>.md`` / ``.csv`` / ``.tex``; returns {file name: path}.
+    The stem's name picks the Markdown columns, the LaTeX caption and, for ``comparisons``,
+    the paper-ready comparison layout."""
     from pathlib import Path
 
     stem = Path(path_stem)
+    name = stem.name
     out = {}
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         if fmt == "csv":
             df.to_csv(path, index=False)
         elif fmt == "md":
-            path.write_text(to_markdown(df, md_columns))
+            path.write_text(to_markdown(df, MD_COLUMNS.get(name)))
         elif fmt == "tex":
-            path.write_text(comparisons_latex(df))
+            text = (comparisons_latex(df) if name == "comparisons"
+                    else frame_latex(df, CAPTIONS.get(name, ""), f"tab:{name}"))
+            path.write_text(text)
         else:
             raise ValueError(f"unknown table format {fmt!r}")
         out[path.name] = path
     return out
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir) -> dict:
+    """Every table of ``tables`` (name -> frame, e.g. ``AnalysisResult.tables()``) as
+    ``<name>.md``, ``.csv`` and ``.tex`` in ``out_dir``."""
+    from pathlib import Path
+
+    files = {}
+    for name, df in tables.items():
+        files |= write_table(df, Path(out_dir) / name)
+    return files

@@ -125,23 +125,23 @@ def _analysis_inputs(p):
 
 
 def cmd_analyze(args) -> int:
-    from analysis import write_analysis
+    import warnings
+
+    from analysis import AnalysisWarning, analyze
+    from analysis.pipeline import write_result
+    from analysis.tables import MD_COLUMNS, to_markdown
 
     p = _load(args.protocol)
     out = _writable_output(p, _report_dir(p, args.out), "--out")
     runs, preds = _analysis_inputs(p)
-    from analysis.collapse import single_class_runs
-
-    paths = write_analysis(runs, preds, out_dir=out, **p.analysis_options())
-    if "comparisons.md" in paths:
-        print(Path(paths["comparisons.md"]).read_text())
-    if "summary.txt" in paths:
-        print(Path(paths["summary.txt"]).read_text())
-    collapsed = single_class_runs(preds)
-    if len(collapsed):
-        print(f"warning: {len(collapsed)} of {len(runs)} runs predicted a single class for every evaluation "
-              "example; comparisons among such runs (zero differences, 'equivalent') are artefacts. "
-              "The report lists them.")
+    with warnings.catch_warnings():  # result.text() prints them, once, as the report does
+        warnings.simplefilter("ignore", AnalysisWarning)
+        result = analyze(runs, preds, **p.analysis_options())
+    write_result(result, out)
+    # The terminal shows what summary.txt and the report show, rendered from the result.
+    first, table = next(iter(result.tables().items()))
+    print(to_markdown(table, MD_COLUMNS.get(first)))
+    print(result.text())
     print(f"tables written to {out}/", file=sys.stderr)
     return EXIT_OK
 

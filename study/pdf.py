@@ -14,6 +14,7 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import (
     Image,
     PageBreak,
@@ -34,7 +35,7 @@ STYLES = {
     "h1": ParagraphStyle("h1", parent=_styles["Heading1"], fontSize=14, spaceBefore=10, spaceAfter=4),
     "h2": ParagraphStyle("h2", parent=_styles["Heading2"], fontSize=11.5, spaceBefore=8, spaceAfter=3),
     "body": ParagraphStyle("body", parent=_styles["BodyText"], fontSize=9.5, leading=12.5),
-    "small": ParagraphStyle("small", parent=_styles["BodyText"], fontSize=8, leading=10,
+    "small": ParagraphStyle("small", parent=_styles["BodyText"], fontSize=8, leading=10, spaceAfter=3,
                             textColor=colors.HexColor("#444444")),
     "cell": ParagraphStyle("cell", parent=_styles["BodyText"], fontSize=7.2, leading=8.6),
     "cellb": ParagraphStyle("cellb", parent=_styles["BodyText"], fontSize=7.2, leading=8.6,
@@ -63,19 +64,54 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+PAD = 3.0  # left/right cell padding, points
+
+
+def _text_width(text: str, bold: bool = False) -> float:
+    return stringWidth(text, "Helvetica-Bold" if bold else "Helvetica", STYLES["cell"].fontSize)
+
+
+def column_widths(header: list[str], cells: list[list[str]], total: float = TEXT_W) -> list[float]:
+    """Widths that never break a word: each column gets at least its longest word (header in
+    bold or cell), then the room left goes to the columns whose full text would not fit on
+    one line, in proportion to what they lack."""
+    need_min, cells_line, head_line = [], [], []
+    for j, head in enumerate(header):
+        col = [row[j] for row in cells]
+        words = head.split() + [w for c in col for w in c.split()]
+        need_min.append(max([_text_width(w, bold=True) for w in words] or [0]) + 2 * PAD)
+        cap = 0.45 * total  # long notes wrap rather than starve every other column
+        cells_line.append(max(need_min[-1], min(max([_text_width(c) for c in col] or [0]) + 2 * PAD, cap)))
+        head_line.append(max(cells_line[-1], min(_text_width(head, bold=True) + 2 * PAD, cap)))
+    # Cells on one line first, then headers on one line; headers wrap between words.
+    for lo, hi in ((need_min, cells_line), (cells_line, head_line)):
+        if sum(hi) <= total:
+            continue
+        if sum(lo) >= total:  # cannot fit without breaking words: shrink evenly
+            return [w * total / sum(lo) for w in lo]
+        spare = total - sum(lo)
+        lack = [h - m for h, m in zip(hi, lo, strict=True)]
+        return [m + spare * lk / sum(lack) for m, lk in zip(lo, lack, strict=True)]
+    return [w * total / sum(head_line) for w in head_line]
+
+
 def table(df: pd.DataFrame, widths: list[float] | None = None, digits: int = 4,
           bold_cells: set[tuple[int, int]] | None = None, max_rows: int | None = None) -> Table:
-    """A DataFrame as a zebra-striped table that wraps long cells and repeats its header on new pages."""
+    """A DataFrame as a zebra-striped table that wraps long cells (between words only: column
+    widths come from :func:`column_widths` unless given) and repeats its header on new pages.
+    Give it display strings (``analysis.display.display_frame``) for the report's formats."""
     bold_cells = bold_cells or set()
     if max_rows is not None and len(df) > max_rows:
         df = df.head(max_rows)
-    header = [Paragraph(f"<b>{esc(c)}</b>", STYLES["cell"]) for c in df.columns]
+    head = [str(c) for c in df.columns]
+    text = [[fmt(v, digits) for v in row] for row in df.itertuples(index=False)]
+    header = [Paragraph(f"<b>{esc(c)}</b>", STYLES["cell"]) for c in head]
     rows = [header]
-    for i, (_, row) in enumerate(df.iterrows()):
-        rows.append([Paragraph(esc(fmt(v, digits)), STYLES["cellb" if (i, j) in bold_cells else "cell"])
+    for i, row in enumerate(text):
+        rows.append([Paragraph(esc(v), STYLES["cellb" if (i, j) in bold_cells else "cell"])
                      for j, v in enumerate(row)])
     if widths is None:
-        widths = [TEXT_W / max(1, len(df.columns))] * len(df.columns)
+        widths = column_widths(head, text)
     t = Table(rows, colWidths=widths, repeatRows=1)
     t.setStyle(TableStyle([
         ("LINEABOVE", (0, 0), (-1, 0), 0.8, colors.black),
@@ -85,6 +121,8 @@ def table(df: pd.DataFrame, widths: list[float] | None = None, digits: int = 4,
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("TOPPADDING", (0, 0), (-1, -1), 1.5),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), PAD),
+        ("RIGHTPADDING", (0, 0), (-1, -1), PAD),
     ]))
     return t
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.collapse import single_class_runs, uninformative_comparisons
+from analysis.display import display_frame
 from study import pdf
 from study.pdf import esc, para
 from study.protocol import Protocol
@@ -28,8 +28,9 @@ def _json_col(df: pd.DataFrame, col: str) -> list[dict]:
 
 
 def gather(protocol: Protocol):
-    """Everything the report shows, read once from the store."""
-    from analysis import analyze
+    """Everything the report shows, read once from the store; every verdict and caveat comes
+    from the :class:`analysis.AnalysisResult`."""
+    from analysis import AnalysisWarning, analyze
 
     specs = expand(protocol)
     with Store(protocol.store_path) as store:
@@ -39,15 +40,12 @@ def gather(protocol: Protocol):
         events = store.events(set(all_runs.run_id))
     counts = {s: int((all_runs.status == s).sum()) for s in ("done", "failed", "running", "pending")}
     counts["pending"] += len(specs) - len(all_runs)
-    result, caught = None, []
+    result = None
     if len(runs):
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():  # kept in result.warnings; the audit section prints them
+            warnings.simplefilter("ignore", AnalysisWarning)
             result = analyze(runs, preds, **protocol.analysis_options())
-        caught = sorted({str(x.message) for x in w if "analysis" in (x.filename or "") or
-                         type(x.message).__name__ == "AnalysisWarning"})
-    collapsed = single_class_runs(preds)
-    return specs, all_runs, runs, events, counts, result, caught, collapsed
+    return specs, all_runs, runs, events, counts, result
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -67,29 +65,14 @@ def title_block(p: Protocol, counts: dict) -> list:
     ]
 
 
-def summary_section(p: Protocol, result, counts: dict, collapsed: pd.DataFrame) -> list:
+def summary_section(p: Protocol, result, counts: dict) -> list:
     out = [para("1. Summary", "h1")]
     if p.description:
         out.append(para(f"<i>Question.</i> {esc(p.description.strip())}"))
     if result is None:
         return out + [para("No finished runs yet: run <font face='Courier'>study run</font> first.")]
     out.append(para(f"<i>Answer.</i> {esc(result.summary)}"))
-    n_pairs = result.comparisons["n_pairs"]
-    if len(n_pairs) and n_pairs.max() < 6:
-        out.append(para(f"With {int(n_pairs.max())} paired seeds, exact rank tests cannot reach p &lt; 0.0625 and "
-                        "bootstrap intervals under-cover; the t-interval is the one to read (see the README's "
-                        "coverage simulation). A non-significant result here is weak evidence of no effect: "
-                        "see the power section and, where a margin is declared, the equivalence tests.", "small"))
-    if len(collapsed):
-        out.append(para(f"<b>{len(collapsed)} of {counts['done']} runs predicted a single class</b> for every "
-                        "evaluation example (the model collapsed to the majority class): differences between such "
-                        "runs say nothing about the maskers. Section 8 lists them; more training data, steps or a "
-                        "larger backbone are needed before the comparison is informative.", "small"))
-        dead = uninformative_comparisons(result.comparisons, result.runs, collapsed)
-        if dead:
-            out.append(para(f"<b>{len(dead)} of {len(result.comparisons)} comparisons</b> are between runs that all "
-                            "collapsed (" + esc("; ".join(dead)) + "): their zero differences, and any "
-                            "'equivalent' verdict for them, are artefacts, not evidence.", "small"))
+    out += [para(f"<b>Caveat.</b> {esc(c)}", "small") for c in result.caveats]
     if counts["failed"]:
         out.append(para(f"<b>{counts['failed']} run(s) failed</b>; their seeds are missing from the pairs "
                         "(section 8 lists the errors).", "small"))
@@ -132,7 +115,7 @@ def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[s
     stats = runs.groupby(["task", "model", "masker"])["value"].agg(["mean", "std", "count"]).reset_index()
     rows, bold = [], set()
     for i, ((task, model), grp) in enumerate(stats.groupby(["task", "model"], sort=False)):
-        row = {"task": task, "model": model, "metric": runs[runs.task == task]["metric"].iloc[0]}
+        row = {"Task": task, "Model": model, "Metric": runs[runs.task == task]["metric"].iloc[0]}
         by = grp.set_index("masker")
         for m in maskers:
             if m in by.index:
@@ -143,8 +126,8 @@ def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[s
                 row[m] = "–"
         best = by["mean"].idxmax()
         c = comparisons[(comparisons.task == task) & (comparisons.model == model)]
-        wins = c[c.significant.astype(bool) & (((c.masker == best) & (c.mean_diff > 0)) |
-                                               ((c.baseline == best) & (c.mean_diff < 0)))]
+        wins = c[c.significant.astype(bool) & (((c.treatment == best) & (c.estimate > 0)) |
+                                               ((c.baseline == best) & (c.estimate < 0)))]
         if len(wins) and best in maskers:
             bold.add((i, 3 + maskers.index(best)))
         rows.append(row)
@@ -154,30 +137,23 @@ def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[s
 def results_section(p: Protocol, result) -> list:
     maskers = [m.name for m in p.maskers]
     table, bold = results_table(result.runs, result.comparisons, maskers)
-    n = len(table.columns)
-    widths = [0.12 * pdf.TEXT_W, 0.12 * pdf.TEXT_W, 0.08 * pdf.TEXT_W] + [0.68 * pdf.TEXT_W / (n - 3)] * (n - 3)
     out = [para("3. Results", "h1"),
            para("Primary metric (×100), mean ± sd over seeds, last epoch's evaluation. The best masker of a row "
                 "is in bold only where it wins a comparison that is significant after Holm correction."),
-           pdf.table(table, widths=widths, bold_cells=bold)]
+           pdf.table(table, bold_cells=bold)]
+    if not result.pairs:
+        out += [para("Seed spread per cell", "h2"),
+                para("Nothing to compare (one masker): each cell's mean, spread and range over seeds, in points.",
+                     "small"),
+                pdf.table(display_frame(result.cells, fold=False))]
     if len(result.variance):
         out += [para("Variance decomposition", "h2"),
                 para("Share of the metric's variance attributed to each factor (where the design has more than "
-                     "one level of it).", "small"), pdf.table(result.variance)]
+                     "one level of it).", "small"), pdf.table(display_frame(result.variance))]
     return out
 
 
-def labelled(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Fold task/model and treatment/baseline into two short label columns so tables fit a page."""
-    out = pd.DataFrame({"task / model": df["task"].astype(str) + " / " + df["model"].astype(str),
-                        "comparison": df["masker"].astype(str) + " vs " + df["baseline"].astype(str)})
-    for col in columns:
-        if col in df.columns:
-            out[col] = df[col].to_numpy()
-    return out
-
-
-ESTIMATE_COLUMNS = ["n_pairs", "mean_diff", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "d_z", "mde"]
+ESTIMATE_COLUMNS = ["n_pairs", "estimate", "ci_low", "ci_high", "boot_low", "boot_high", "d_z", "mde"]
 TEST_COLUMNS = ["p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "p_tost", "equivalent"]
 
 
@@ -185,26 +161,41 @@ def comparisons_section(result, figs: dict) -> list:
     c = result.comparisons
     tests = TEST_COLUMNS if result.margin is not None else TEST_COLUMNS[:-2]
     level = float(c["level"].iloc[0]) if len(c) else 1 - result.alpha
+    corr = str(c["correction"].iloc[0]).capitalize() if len(c) else "Holm"
     out = [pdf.page_break(), para("4. Comparisons", "h1"),
-           para(f"Paired by seed; differences are treatment − baseline in metric units. ci = {level:.0%} t-interval "
-                "(the interval to read), boot_ci = paired BCa bootstrap (under-covers at few seeds), d_z = mean / sd "
-                "of the differences, mde = smallest true difference the paired t-test detects with 80 % power.",
+           para(f"Paired by seed; Δ = treatment − baseline in points of the metric. CI: {level:.0%} t-interval "
+                "(the interval to read); BCa CI: paired bootstrap (under-covers at few seeds); effect d_z = mean / "
+                "sd of the differences; MDE: smallest true difference the paired t-test detects with 80 % power.",
                 "small"),
-           pdf.table(labelled(c, ESTIMATE_COLUMNS), digits=4), pdf.spacer(),
-           para("p_ttest = paired t-test; p_wilcoxon = exact signed-rank; p_signflip = exact sign-flip permutation; "
-                "p_adj = Holm-adjusted p_ttest over the whole table; significant = p_adj &lt; α"
-                + ("; p_tost / equivalent = paired TOST against ±margin" if result.margin is not None else "") + ".",
+           pdf.table(display_frame(c, ESTIMATE_COLUMNS)), pdf.spacer(),
+           para(f"p (t-test): paired t-test; p (Wilcoxon): exact signed-rank; p (sign-flip): exact sign-flip "
+                f"permutation; adjusted p: {corr}-adjusted t-test p over the whole table; significant: adjusted "
+                f"p &lt; α = {result.alpha:g}"
+                + ("; p (TOST) / equivalent: paired TOST against ±margin" if result.margin is not None else "") + ".",
                 "small"),
-           pdf.table(labelled(c, tests), digits=4)]
+           pdf.table(display_frame(c, tests))]
     for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
-    out.append(pdf.figure(figs["forest"], width=0.9 * pdf.TEXT_W))
+    out.append(pdf.figure(figs["forest"], width=pdf.TEXT_W))
+    out += multiboot_section(result)
+    return out
+
+
+def multiboot_section(result) -> list:
     mb = result.multibootstrap
-    if mb is not None and len(mb):
-        out += [para("Multibootstrap over seeds × evaluation examples", "h2"),
-                para("Resamples seeds and test examples jointly from the stored predictions (MultiBERTs), so the "
-                     "interval reflects both sources of variation.", "small"),
-                pdf.table(labelled(mb, ["n_seeds", "n_examples", "estimate", "ci_low", "ci_high", "p_val"]), digits=4)]
+    if mb is None or not len(mb):
+        return []
+    keys = ["task", "model", "treatment", "baseline"]
+    shown = mb.merge(result.comparisons[keys + ["p_ttest"]], on=keys, how="left")
+    out = [para("Multibootstrap over seeds × evaluation examples", "h2"),
+           para("Resamples seeds and test examples jointly from the stored predictions (MultiBERTs), so the "
+                "interval reflects both sources of variation. Its seed resampling treats the few seeds run as the "
+                "whole population of seeds, so with few seeds it is too narrow: the seed-level p (t-test) is shown "
+                "beside it and is the one to trust.", "small"),
+           pdf.table(display_frame(shown, ["n_pairs", "n_examples", "estimate", "ci_low", "ci_high", "p_boot",
+                                           "p_ttest"]))]
+    if result.multiboot_note:
+        out.append(para(f"<b>Disagreement.</b> {esc(result.multiboot_note)}", "small"))
     return out
 
 
@@ -227,13 +218,12 @@ def power_pivot(power: pd.DataFrame) -> pd.DataFrame:
     """One row per comparison: seeds needed for each effect size."""
     if power.empty:
         return power
-    table = labelled(power, ["n_pairs", "sd_diff", "effect_label", "seeds_needed"])
     rows = []
-    for (cell, comparison), grp in table.groupby(["task / model", "comparison"], sort=False):
-        row = {"task / model": cell, "comparison": comparison, "n_pairs": grp["n_pairs"].iloc[0],
-               "sd_diff": grp["sd_diff"].iloc[0]}
-        row.update({f"seeds for {r.effect_label}": r.seeds_needed for r in grp.itertuples()})
-        rows.append(row)
+    for _, grp in power.groupby(["task", "model", "treatment", "baseline"], sort=False):
+        first = display_frame(grp.head(1), ["n_pairs", "sd"]).iloc[0].to_dict()
+        first.update({f"Seeds for {r.effect_label}": "–" if pd.isna(r.seeds_needed) else str(r.seeds_needed)
+                      for r in grp.itertuples()})
+        rows.append(first)
     return pd.DataFrame(rows)
 
 
@@ -241,31 +231,20 @@ def single_run_section(result, figs: dict) -> list:
     return [para("7. What a single run would have told you", "h1"),
             para("Share of single-seed comparisons (same seed, and mismatched seeds) whose sign disagrees with the "
                  "multi-seed mean, and how often one run would have claimed a win of at least 0.5 points.", "small"),
-            pdf.table(labelled(result.disagreement, ["n_pairs", "mean_diff", "share_sign_disagree",
-                                                     "share_sign_disagree_mismatched", "share_win",
-                                                     "share_win_opposite"]), digits=3),
-            pdf.figure(figs["disagreement"], width=0.7 * pdf.TEXT_W)]
+            pdf.table(display_frame(result.disagreement, [
+                "n_pairs", "estimate", "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
+                "share_win_opposite"])),
+            pdf.figure(figs["disagreement"], width=0.8 * pdf.TEXT_W)]
 
 
-def audit_section(p: Protocol, all_runs, runs, events, result, caught, collapsed: pd.DataFrame) -> list:
+def audit_section(p: Protocol, all_runs, runs, events, result) -> list:
     out = [pdf.page_break(), para("8. Audit", "h1"), para("Pairing fingerprints", "h2")]
-    if result is not None and len(result.audit):
-        audit = result.audit
-        ok = audit["status"].astype(str).eq("ok")
-        out.append(para(f"{int(ok.sum())} of {len(audit)} seed pairs audited ok (same data order and head "
-                        "initialisation fingerprints)." + (" The others:" if (~ok).any() else "")))
-        if (~ok).any():
-            out.append(pdf.table(labelled(audit[~ok], ["seed", "status", "detail"])))
-    for msg in caught:
-        out.append(para(f"Analysis warning: {esc(msg)}", "small"))
-    fp = runs.groupby(["task", "model", "seed"]).agg(
-        maskers=("masker", "nunique"), data_order=("data_order_fp", "nunique"),
-        head_init=("head_init_fp", "nunique")).reset_index()
-    bad = fp[(fp.data_order > 1) | (fp.head_init > 1)]
-    out.append(para(f"{len(fp)} task × model × seed blocks; "
-                    + ("every block has one data-order and one head-init fingerprint across its maskers."
-                       if bad.empty else f"<b>{len(bad)} block(s) have differing fingerprints</b> "
-                       "(those pairs are refused by the analysis).")))
+    if result is not None:
+        out.append(para(esc(result.pairing)))
+        bad = result.audit[~result.audit["status"].astype(str).eq("ok")] if len(result.audit) else result.audit
+        if len(bad):
+            out.append(pdf.table(display_frame(bad, ["seed", "status", "detail"])))
+        out += [para(f"Analysis warning: {esc(msg)}", "small") for msg in result.warnings]
     failed = all_runs[all_runs.status == "failed"]
     out.append(para("Failed runs", "h2"))
     if failed.empty:
@@ -277,12 +256,13 @@ def audit_section(p: Protocol, all_runs, runs, events, result, caught, collapsed
                  if r.run_id in last.index else "?"} for r in failed.itertuples()]
         out.append(pdf.table(pd.DataFrame(rows), widths=[0.3 * pdf.TEXT_W, 0.1 * pdf.TEXT_W, 0.6 * pdf.TEXT_W]))
     out.append(para("Runs that predicted a single class", "h2"))
+    collapsed = result.collapsed if result is not None else pd.DataFrame()
     if collapsed.empty:
         out.append(para("None: every run predicted more than one class."))
     else:
         counts = collapsed.groupby(["task", "model", "masker"]).size().rename("runs").reset_index()
         out += [para(f"{len(collapsed)} run(s) predicted one class for every evaluation example.", "small"),
-                pdf.table(counts)]
+                pdf.table(counts.rename(columns=str.capitalize))]
     out += [para("Realised masking rates", "h2"), pdf.table(realised_rates(p, runs), digits=4)]
     out += saliency_tables(runs)
     return out
@@ -293,10 +273,10 @@ def realised_rates(p: Protocol, runs: pd.DataFrame) -> pd.DataFrame:
     for m in p.maskers:
         r = runs[runs.masker == m.name]["realised_mask_rate"].dropna()
         nominal = m.to_dict().get("rate")
-        rows.append({"masker": m.name, "kind": m.kind, "nominal_rate": nominal,
-                     "realised_mean": r.mean() if len(r) else None,
-                     "realised_min": r.min() if len(r) else None, "realised_max": r.max() if len(r) else None,
-                     "runs": len(r)})
+        rows.append({"Masker": m.name, "Kind": m.kind, "Nominal rate": nominal,
+                     "Realised mean": r.mean() if len(r) else None,
+                     "Realised min": r.min() if len(r) else None, "Realised max": r.max() if len(r) else None,
+                     "Runs": len(r)})
     return pd.DataFrame(rows)
 
 
@@ -320,14 +300,24 @@ def saliency_tables(runs: pd.DataFrame) -> list:
     return out
 
 
+APPENDIX_COLUMNS = {"task": "Task", "model": "Model", "masker": "Masker", "seed": "Seed", "status": "Status",
+                    "metric": "Metric", "value": "Value", "accuracy": "Accuracy",
+                    "realised_mask_rate": "Mask rate", "wall_time_s": "Wall time (s)", "attempts": "Attempts",
+                    "run_id": "Run id"}
+
+
 def appendix(all_runs: pd.DataFrame) -> list:
-    cols = ["task", "model", "masker", "seed", "status", "metric", "value", "accuracy", "realised_mask_rate",
-            "wall_time_s", "attempts", "run_id"]
-    df = all_runs.sort_values(["task", "model", "masker", "seed"])[cols]
-    w = pdf.TEXT_W
-    widths = [0.09 * w, 0.1 * w, 0.11 * w, 0.05 * w, 0.07 * w, 0.08 * w, 0.07 * w, 0.07 * w, 0.08 * w, 0.07 * w,
-              0.06 * w, 0.15 * w]
-    return [pdf.page_break(), para("Appendix: every run", "h1"), pdf.table(df, widths=widths, digits=4)]
+    df = all_runs.sort_values(["task", "model", "masker", "seed"])[list(APPENDIX_COLUMNS)]
+    df = df.assign(run_id=df["run_id"].str[:12], wall_time_s=df["wall_time_s"].round(1))
+    return [pdf.page_break(), para("Appendix: every run", "h1"),
+            para("Values are fractions of the primary metric; run ids shortened to 12 characters.", "small"),
+            pdf.table(df.rename(columns=APPENDIX_COLUMNS), digits=4)]
+
+
+def nothing_compared_section(figs: dict) -> list:
+    return [para("4. Seed spread", "h1"),
+            para("One masker, so nothing is compared: the scores of every seed per cell.", "small"),
+            pdf.figure(figs["distributions"], width=0.8 * pdf.TEXT_W)]
 
 
 def write_report(protocol: Protocol, out: str | Path) -> Path:
@@ -336,12 +326,16 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
     if not protocol.store_path.exists():
         raise UserError(f"{protocol.source}: no results store at {protocol.store} yet. "
                         f"Fix: run `study run {protocol.source}` first.")
-    specs, all_runs, runs, events, counts, result, caught, collapsed = gather(protocol)
-    story = (title_block(protocol, counts) + summary_section(protocol, result, counts, collapsed)
+    specs, all_runs, runs, events, counts, result = gather(protocol)
+    story = (title_block(protocol, counts) + summary_section(protocol, result, counts)
              + design_section(protocol, all_runs))
     if result is not None:
         figs = result.figures()
-        story += results_section(protocol, result) + comparisons_section(result, figs) + per_seed_section(figs)
-        story += power_section(result, figs) + single_run_section(result, figs)
-    story += audit_section(protocol, all_runs, runs, events, result, caught, collapsed) + appendix(all_runs)
+        story += results_section(protocol, result)
+        if result.pairs:
+            story += comparisons_section(result, figs) + per_seed_section(figs)
+            story += power_section(result, figs) + single_run_section(result, figs)
+        else:
+            story += nothing_compared_section(figs)
+    story += audit_section(protocol, all_runs, runs, events, result) + appendix(all_runs)
     return pdf.build(Path(out), story, title=f"maskstudy · {protocol.name}")

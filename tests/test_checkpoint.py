@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_protocol_dict, write_protocol
+from protocoltools import tiny_protocol_dict, write_protocol
 
 from study.checkpoint import checkpoint_path
 from study.protocol import load_protocol, parse_protocol

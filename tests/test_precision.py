@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_protocol_dict
 from maskers.maskertools import batches, make_masker, model_inputs, sentences, tiny_backbone
+from protocoltools import tiny_protocol_dict
 
 from study.maskers.typhoon import calibrate, propensity
 from study.precision import Precision

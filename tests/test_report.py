@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
+import pytest
 from protocoltools import tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
 from analysis.collapse import single_class_runs
+from analysis.synthetic import synthetic_study
 from study.protocol import load_protocol
 from study.report import write_report
 from study.results import RunResult
@@ -49,6 +54,51 @@ def synthetic_store(tmp_path):
     return p
 
 
+def synthetic_grid_store(tmp_path, tasks: dict, models: tuple, n_examples: int = 200, seed: int = 1,
+                         maskers: dict | None = None, done: tuple | None = None):
+    """A store holding ``analysis.synthetic_study`` results for tasks x models x maskers x 5 seeds
+    (by default none / random / typhoon: two comparisons per cell), as real RunResults.
+    ``done``: record only these maskers' runs (the others stay pending)."""
+    maskers = maskers or {"none": 0.0, "random": 0.02, "typhoon": 0.02}
+    kinds = {"none": {"kind": "none"}, "random": {"kind": "random-token", "rate": 0.15},
+             "typhoon": {"kind": "typhoon", "rate": 0.15}}
+    runs, preds = synthetic_study(tasks=tasks, models=models, maskers=maskers, n_examples=n_examples, seed=seed)
+    data = tiny_protocol_dict(seeds={"start": 0, "count": 5}, store=str(tmp_path / "grid.sqlite"))
+    # run_ids hash what changes a result, not names: each task and model differs in a setting
+    data["tasks"] = [{"name": t, "dataset": "tweets-sentiment", "max_train_examples": 40 + i}
+                     for i, t in enumerate(tasks)]
+    data["models"] = [{"name": m, "source": "builtin:minilm-l6", "num_hidden_layers": 1 + i}
+                      for i, m in enumerate(models)]
+    data["maskers"] = [{"name": m, **kinds[m]} for m in maskers]
+    data["analysis"] = {"baseline": "none", "margin": 0.01, "n_boot": 300}
+    p = load_protocol(write_protocol(tmp_path, data, "grid.yaml"))
+    by_cell = runs.set_index(["task", "model", "masker", "seed"])
+    pred_of = dict(tuple(preds.groupby(["task", "model", "masker", "seed"])))
+    with Store(p.store_path) as store:
+        store.register(expand(p))
+        for spec in expand(p):
+            key = (spec.task["name"], spec.model["name"], spec.masker["name"], spec.seed)
+            if done is not None and spec.masker["name"] not in done:
+                continue
+            r, pr = by_cell.loc[key], pred_of[key]
+            metrics = {r["metric"]: float(r["value"]), "accuracy": float(r["accuracy"])}
+            store.record_result(RunResult(
+                run_id=spec.run_id, primary_metric=r["metric"], final_metrics=metrics,
+                epochs=[{"epoch": 1, "train_loss": 1.0, "metrics": metrics}],
+                predictions=[[f"ex-{i}", int(y), int(q), 0.9]
+                             for i, y, q in zip(pr.example_id, pr.label, pr.prediction, strict=True)],
+                wall_time_s=1.0, train_time_s=1.0, train_examples_per_s=10.0,
+                realised_mask_rate=None if spec.masker["kind"] == "none" else 0.15,
+                fingerprints={"data": "d", "data_order": f"o{spec.seed}", "head_init": f"h{spec.seed}"},
+                masker_stats={}, env={"device": "cpu"}, masker_state={}))
+    return p
+
+
+def pdf_text(path) -> str:
+    """The PDF's text, whitespace collapsed; Helvetica's Delta extracts as U+2206, read back as U+0394."""
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(path).pages).split()).replace("\u2206", "Δ")
+
+
 def test_report_has_every_section_and_flags_problems(tmp_path):
     p = synthetic_store(tmp_path)
     out = write_report(p, tmp_path / "r" / "report.pdf")
@@ -69,7 +119,7 @@ def test_uninformative_comparisons_need_every_run_collapsed():
     from analysis.collapse import uninformative_comparisons
 
     runs = pd.DataFrame({"task": "t", "model": "m", "masker": ["a", "a", "b", "b", "c", "c"], "seed": [0, 1] * 3})
-    comps = pd.DataFrame({"task": "t", "model": "m", "masker": ["b", "c"], "baseline": ["a", "a"]})
+    comps = pd.DataFrame({"task": "t", "model": "m", "treatment": ["b", "c"], "baseline": ["a", "a"]})
     collapsed = runs[runs.masker.isin(["a", "b"]) | ((runs.masker == "c") & (runs.seed == 0))]
     assert uninformative_comparisons(comps, runs, collapsed) == ["t/m: b vs a"]
 
@@ -79,3 +129,84 @@ def test_single_class_runs():
                           "prediction": [1, 1, 1, 0, 1, 0]})
     out = single_class_runs(preds)
     assert out.masker.tolist() == ["a"] and out.predicted_class.tolist() == [1]
+
+
+def study_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
+    p = synthetic_grid_store(tmp_path, {"mrpc": "f1", "cola": "mcc"}, ("bert", "roberta", "electra"))
+    text = pdf_text(write_report(p, tmp_path / "report.pdf"))
+    assert "0 of 12 comparisons significant" in text
+    for raw in ("boot_ci_low", "mean_diff", "p_ttest", "n_pairs", "p_val", "0.0000"):
+        assert raw not in text, raw  # human headers, no 4-decimal zeros
+    for header in ("Δ (pts)", "95% CI (pts)", "95% BCa CI (pts)", "p (t-test)", "adjusted p", "p (multiboot)",
+                   "Seeds for 0.5 pt", "Sign differs (same seed)"):
+        assert header in text, header
+    assert "Caveat. With 5 paired seeds" in text
+    assert "60 of 60 seed pairs audited ok" in text
+
+
+def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
+    """summary.txt and the terminal carry the collapse caveat and the pairing verdict from the result."""
+    p = synthetic_store(tmp_path)
+    out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
+    assert out.returncode == 0, out.stderr
+    summary = (tmp_path / "tables" / "summary.txt").read_text()
+    assert "1 of 9 runs predicted a single class" in summary
+    assert "pairing: 4 of 5 seed pairs audited ok" in summary  # seed 4 lacks its typhoon run
+    assert "The multibootstrap does not confirm 1 of 1" in summary
+    assert "warning: " in summary and "seed" in summary  # the seed the failed run left unpaired
+    assert summary.strip() in out.stdout
+    for name in ("comparisons", "multibootstrap", "power", "disagreement", "variance", "cells", "audit"):
+        tex = (tmp_path / "tables" / f"{name}.tex").read_text()
+        assert r"\toprule" in tex and r"\bottomrule" in tex, name
+    mb_tex = (tmp_path / "tables" / "multibootstrap.tex").read_text()
+    assert r"\begin{tabular}{lllll" in mb_tex  # text columns left, numbers right
+
+
+def test_nothing_to_compare_gives_cell_spread(tmp_path):
+    """Only the baseline's runs are done: analyze and report exit 0 with mean, sd, min, max per cell."""
+    p = synthetic_grid_store(tmp_path, {"mrpc": "f1"}, ("bert", "roberta"), maskers={"none": 0.0, "random": 0.02},
+                             done=("none",))
+    out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
+    assert out.returncode == 0, out.stderr
+    assert "Nothing to compare" in out.stdout and "Traceback" not in out.stderr
+    cells = pd.read_csv(tmp_path / "tables" / "cells.csv")
+    runs, _ = synthetic_study(tasks={"mrpc": "f1"}, models=("bert", "roberta"),
+                              maskers={"none": 0.0, "random": 0.02}, n_examples=200, seed=1)
+    for row in cells.itertuples():
+        v = runs[(runs.model == row.model) & (runs.masker == "none")]["value"].to_numpy()
+        assert row.n_seeds == 5 and row.masker == "none"
+        assert (row.mean, row.sd, row.min, row.max) == pytest.approx((v.mean(), v.std(ddof=1), v.min(), v.max()))
+    assert not (tmp_path / "tables" / "comparisons.csv").exists()
+    rep = study_cli("report", p.source, "--out", tmp_path / "r.pdf")
+    assert rep.returncode == 0, rep.stderr
+    text = pdf_text(tmp_path / "r.pdf")
+    assert "Nothing to compare" in text and "4. Seed spread" in text and "Seed spread per cell" in text
+
+
+def test_multibootstrap_disagreement_is_explained():
+    from analysis.caveats import multiboot_disagreement
+
+    keys = {"task": "t", "model": "m", "treatment": "a", "baseline": "none"}
+    comps = pd.DataFrame([keys | {"p_ttest": 0.095}])
+    mb = pd.DataFrame([keys | {"p_boot": 0.0, "n_pairs": 3}])
+    (note,) = multiboot_disagreement(comps, mb, alpha=0.05)
+    assert "multibootstrap p < 0.001, paired t-test p = 0.095" in note and "under-covers" in note
+    assert "calls 1 of 1 comparisons significant that the seed-level t-test does not" in note
+    assert multiboot_disagreement(comps, mb.assign(p_boot=0.2), alpha=0.05) == []
+
+
+def test_p_values_and_points_display():
+    from analysis.display import display_frame, fmt_p
+
+    assert [fmt_p(p) for p in (0.0, 0.0004, 0.001, 0.0954, float("nan"))] == ["< 0.001", "< 0.001", "0.001",
+                                                                             "0.095", "–"]
+    df = pd.DataFrame({"task": ["t"], "model": ["m"], "treatment": ["a"], "baseline": ["b"], "estimate": [-0.0123],
+                       "ci_low": [-0.02], "ci_high": [0.001], "level": [0.9], "p_adj": [1e-5]})
+    shown = display_frame(df)
+    assert list(shown.columns) == ["Task / model", "Comparison", "Δ (pts)", "90% CI (pts)", "Level", "adjusted p"]
+    assert shown.iloc[0].tolist() == ["t / m", "a vs b", "−1.23", "[−2.00, 0.10]", "90%", "< 0.001"]

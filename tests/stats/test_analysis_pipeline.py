@@ -39,9 +39,9 @@ def test_write_analysis_writes_every_file(tmp_path):
     for name, path in files.items():
         assert path.exists() and path.stat().st_size > 0, name
     table = pd.read_csv(files["comparisons.csv"])
-    assert {"task", "model", "masker", "baseline", "n_pairs", "mean_diff", "sd_diff", "ci_low",
+    assert {"task", "model", "treatment", "baseline", "n_pairs", "estimate", "sd", "ci_low",
             "ci_high", "p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant",
-            "boot_ci_low", "boot_ci_high", "d_z", "mde", "p_tost", "equivalent", "level",
+            "boot_low", "boot_high", "d_z", "mde", "p_tost", "equivalent", "level",
             "warning"} <= set(table.columns)
     assert all(c.isidentifier() and c == c.lower() for c in table.columns)
     tex = files["comparisons.tex"].read_text()

@@ -57,9 +57,9 @@ def test_frame_api_matches_runs_and_is_seeded():
     mb = multibootstrap(preds, runs, baseline="none", n_boot=400, seed=2)
     assert len(mb) == 8 and set(mb.metric) == {"f1", "mcc"}
     table = compare(runs, n_boot=100)
-    merged = mb.merge(table, on=["task", "model", "masker", "baseline"], suffixes=("", "_t"))
+    merged = mb.merge(table, on=["task", "model", "treatment", "baseline"], suffixes=("", "_t"))
     # runs' values are the metric of these very predictions, so the estimates coincide
-    np.testing.assert_allclose(merged.estimate, merged.mean_diff, atol=1e-12)
+    np.testing.assert_allclose(merged.estimate, merged.estimate_t, atol=1e-12)
     assert (merged.ci_low <= merged.estimate).all() and (merged.estimate <= merged.ci_high).all()
     again = multibootstrap(preds.sample(frac=1, random_state=3), runs, baseline="none",
                            n_boot=400, seed=2)
@@ -76,7 +76,7 @@ def test_metric_by_task_and_comparisons():
     runs, preds = study
     mb = multibootstrap(preds, comparisons=[("typhoon", "random")],
                         metric_by_task={"mrpc": "accuracy", "cola": "accuracy"}, n_boot=200)
-    assert set(mb.masker) == {"typhoon"} and set(mb.baseline) == {"random"}
+    assert set(mb.treatment) == {"typhoon"} and set(mb.baseline) == {"random"}
     assert set(mb.metric) == {"accuracy"}
     with pytest.raises(ValueError, match="no primary metric"):
         multibootstrap(preds, baseline="none", n_boot=10)

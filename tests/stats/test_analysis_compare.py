@@ -34,16 +34,16 @@ def test_columns_and_values_against_references():
     runs = make_runs({"a": D_A, "b": D_B})
     table = compare(runs, baseline="none", alpha=0.05, margin=0.01, n_boot=2000, seed=3)
     assert list(table.columns) == COLUMNS
-    assert list(table.masker) == ["a", "b"] and set(table.baseline) == {"none"}
+    assert list(table.treatment) == ["a", "b"] and set(table.baseline) == {"none"}
     p_ref = []
     for r in table.to_dict("records"):
-        d = diffs_of(runs, r["masker"])
+        d = diffs_of(runs, r["treatment"])
         base = runs[runs.masker == "none"].sort_values("seed")["value"].to_numpy()
         tr = stats.ttest_rel(base + d, base)
         ci = tr.confidence_interval(0.95)
         assert r["n_pairs"] == 5
-        assert r["mean_diff"] == pytest.approx(d.mean(), abs=1e-12)
-        assert r["sd_diff"] == pytest.approx(d.std(ddof=1), abs=1e-12)
+        assert r["estimate"] == pytest.approx(d.mean(), abs=1e-12)
+        assert r["sd"] == pytest.approx(d.std(ddof=1), abs=1e-12)
         assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-8)
         assert r["p_ttest"] == pytest.approx(tr.pvalue, abs=1e-8)
         assert r["d_z"] == pytest.approx(d.mean() / d.std(ddof=1), abs=1e-10)
@@ -52,8 +52,8 @@ def test_columns_and_values_against_references():
         assert r["level"] == 0.95 and r["margin"] == 0.01 and r["metric"] == "f1"
         boot = stats.bootstrap((d,), np.mean, n_resamples=2000, method="BCa",
                                rng=analysis._frames.stable_rng(3, "bootstrap", "t", "m",
-                                                               r["masker"], "none"))
-        assert (r["boot_ci_low"], r["boot_ci_high"]) == pytest.approx(
+                                                               r["treatment"], "none"))
+        assert (r["boot_low"], r["boot_high"]) == pytest.approx(
             tuple(boot.confidence_interval), abs=1e-12)
         p_ref.append(tr.pvalue)
     np.testing.assert_allclose(table.p_adj, multipletests(p_ref, method="holm")[1], atol=1e-8)
@@ -90,19 +90,19 @@ def test_n1_and_n2_give_nan_with_warning_not_crash():
     assert np.isnan(one.p_wilcoxon) and np.isnan(one.p_adj) and not one.significant
     assert "no test possible" in one.warning
     assert two.n_pairs == 2 and two.df == 1 and np.isfinite(two.p_ttest)
-    assert np.isnan(two.boot_ci_low) and "bootstrap CI not computed" in two.warning
+    assert np.isnan(two.boot_low) and "bootstrap CI not computed" in two.warning
     assert two.p_signflip == pytest.approx(0.5) and "cannot reach p<0.5" in two.warning
 
 
 def test_all_zero_and_constant_differences():
     runs = make_runs({"same": [0.0] * 5, "const": [0.01] * 5})
-    table = compare(runs, n_boot=500, margin=0.02).set_index("masker")
+    table = compare(runs, n_boot=500, margin=0.02).set_index("treatment")
     z, c = table.loc["same"], table.loc["const"]
-    assert z.mean_diff == 0 and z.sd_diff == 0 and np.isnan(z.p_ttest)
+    assert z.estimate == 0 and z.sd == 0 and np.isnan(z.p_ttest)
     assert z.p_wilcoxon == 1.0 and z.p_signflip == 1.0 and not z.significant
     assert z.equivalent and "all differences zero" in z.warning
-    assert c.sd_diff == 0 and c.p_ttest == 0.0 and c.p_signflip == pytest.approx(0.0625)
-    assert "sd_diff=0" in c.warning
+    assert c.sd == 0 and c.p_ttest == 0.0 and c.p_signflip == pytest.approx(0.0625)
+    assert "sd=0" in c.warning
 
 
 def test_constant_scores_and_ties():
@@ -124,9 +124,9 @@ def test_explicit_comparisons_typhoon_style():
     runs = make_runs({"random": D_B, "whole-word": D_A, "typhoon": D_A}, baseline="none")
     table = compare(runs, comparisons=[("typhoon", "random"), ("typhoon", "whole-word")],
                     n_boot=300)
-    assert list(zip(table.masker, table.baseline, strict=True)) == [
+    assert list(zip(table.treatment, table.baseline, strict=True)) == [
         ("typhoon", "random"), ("typhoon", "whole-word")]
-    assert table.mean_diff.iloc[1] == pytest.approx(0.0, abs=1e-12)
+    assert table.estimate.iloc[1] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="did you mean 'typhoon'"):
         compare(runs, comparisons=[("typhon", "random")])
     with pytest.raises(ValueError, match="either baseline or comparisons"):
@@ -169,10 +169,10 @@ def test_same_seed_same_table_and_streams_per_comparison():
     t2 = compare(runs, n_boot=1000, seed=7)
     pd.testing.assert_frame_equal(t1, t2)
     t3 = compare(runs, n_boot=1000, seed=8)
-    assert t3.boot_ci_low.iloc[0] != t1.boot_ci_low.iloc[0]
+    assert t3.boot_low.iloc[0] != t1.boot_low.iloc[0]
     # dropping a comparison or shuffling rows leaves the others' bootstrap unchanged
     t4 = compare(runs[runs.masker != "b"].sample(frac=1, random_state=0), n_boot=1000, seed=7)
-    assert t4.boot_ci_low.iloc[0] == t1.boot_ci_low.iloc[0]
+    assert t4.boot_low.iloc[0] == t1.boot_low.iloc[0]
 
 
 def test_no_global_rng_use():

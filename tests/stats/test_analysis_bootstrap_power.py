@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import _analysis_testkit  # noqa: F401  (puts the real analysis package first)
 import numpy as np
 import pytest
 from scipy import stats
@@ -108,10 +107,10 @@ def test_power_table_rows_and_labels():
     import pandas as pd
 
     table = pd.DataFrame([
-        {"task": "t", "model": "m", "masker": "a", "baseline": "none", "n_pairs": 5,
-         "sd_diff": 0.01, "mean_diff": 0.004, "level": 0.95},
-        {"task": "t", "model": "m", "masker": "b", "baseline": "none", "n_pairs": 1,
-         "sd_diff": np.nan, "mean_diff": 0.002, "level": 0.95},
+        {"task": "t", "model": "m", "treatment": "a", "baseline": "none", "n_pairs": 5,
+         "sd": 0.01, "estimate": 0.004, "level": 0.95},
+        {"task": "t", "model": "m", "treatment": "b", "baseline": "none", "n_pairs": 1,
+         "sd": np.nan, "estimate": 0.002, "level": 0.95},
     ])
     pt = power_table(table)
     assert len(pt) == 8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _analysis_testkit  # noqa: F401  (puts the real analysis package first)
 import numpy as np
 import pytest
 

@@ -72,7 +72,7 @@ def test_disagreement_hand_computed():
     b = np.array([0.79, 0.83, 0.78, 0.80])
     # d = [+1, -1, +1, +1] points, mean +0.5 pt (positive)
     s = disagreement_stats(t, b, win_threshold=0.005)
-    assert s["mean_diff"] == pytest.approx(0.005)
+    assert s["estimate"] == pytest.approx(0.005)
     assert s["share_sign_disagree"] == pytest.approx(1 / 4)
     assert s["share_win"] == 1.0  # every |d| = 1 point >= 0.5
     assert s["share_win_opposite"] == pytest.approx(1 / 4)
@@ -94,6 +94,6 @@ def test_disagreement_edge_cases():
 def test_single_run_disagreement_table():
     runs = make_runs({"a": [0.01, -0.01, 0.01, 0.01], "b": [0.0, 0.002, -0.001, 0.0]})
     dis = single_run_disagreement(runs, "none", win_threshold=0.005)
-    assert list(dis.masker) == ["a", "b"]
+    assert list(dis.treatment) == ["a", "b"]
     assert dis.share_sign_disagree.iloc[0] == pytest.approx(0.25)
     assert dis.share_win.iloc[1] == 0 and (dis.win_threshold == 0.005).all()

@@ -1,33 +1,19 @@
 """Shared helpers for the statistics tests: small runs frames with known paired
-differences, and a small synthetic study. Test modules import it before ``analysis``::
+differences, and a small synthetic study::
 
     from _analysis_testkit import make_runs, small_study
 
 It is not a conftest.py on purpose: tests/conftest.py is imported as the module
-``conftest`` by other tests, and a second conftest.py here would replace it.
-
-It also makes ``import analysis`` resolve to the real package: pytest puts tests/ on
-sys.path, where tests/analysis/ (no __init__.py) is otherwise picked up as an empty
-namespace package "analysis" ahead of the editable install's finder. With the repository
-root on sys.path the regular package wins the lookup.
+``conftest`` by other tests, and a second conftest.py here would replace it. (The folder is
+``tests/stats``, not ``tests/analysis``, so it never shadows the ``analysis`` package.)
 """
 
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
-if "analysis" in sys.modules and getattr(sys.modules["analysis"], "__file__", None) is None:
-    # an earlier test imported the namespace impostor; drop it so the next import is real
-    for _name in [n for n in sys.modules if n == "analysis" or n.startswith("analysis.")]:
-        del sys.modules[_name]
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 
 def runs_from_diffs(diffs: dict, base_values=None, task="t", model="m", baseline="none",

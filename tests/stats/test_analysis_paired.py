@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import _analysis_testkit  # noqa: F401  (puts the real analysis package first)
 import numpy as np
 import pytest
 from scipy import stats
