@@ -29,21 +29,31 @@ def _load(path: str):
 def _writable_output(p, out: Path, flag: str, is_file: bool = False) -> Path:
     """``out`` (a folder, or a file with ``is_file``) can be written; checked before any work is done,
     so a bad ``--out`` never leaves half a set of tables behind."""
-    from study.storecheck import creatable_problem
 
     def fail(problem: str) -> None:
         raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass {flag} a path in a folder you can write.")
 
-    if is_file and out.is_dir():
-        fail(f"is a folder; the report is a file (e.g. {out / 'report.pdf'})")
-    if not is_file and out.exists() and not out.is_dir():
-        fail("is a file, not a folder")
-    if out.is_file() and not os.access(out, os.W_OK):
-        fail("the file cannot be written (permission denied)")
-    problem = creatable_problem(out if is_file else out / "table")
+    if "\0" in str(out):
+        fail("contains a NUL character, which no file name can hold")
+    try:
+        problem = _output_problem(out, is_file)
+    except OSError as e:  # a name too long, a loop of links ...
+        problem = e.strerror
     if problem:
         fail(problem)
     return out
+
+
+def _output_problem(out: Path, is_file: bool) -> str | None:
+    from study.storecheck import creatable_problem
+
+    if is_file and out.is_dir():
+        return f"is a folder; the report is a file (e.g. {out / 'report.pdf'})"
+    if not is_file and out.exists() and not out.is_dir():
+        return "is a file, not a folder"
+    if out.is_file() and not os.access(out, os.W_OK):
+        return "the file cannot be written (permission denied)"
+    return creatable_problem(out if is_file else out / "table")
 
 
 def _grid(protocol):
