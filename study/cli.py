@@ -31,7 +31,7 @@ def _writable_output(p, out: Path, flag: str, is_file: bool = False) -> Path:
     so a bad ``--out`` never leaves half a set of tables behind."""
 
     def fail(problem: str) -> None:
-        raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass {flag} a path in a folder you can write.")
+        raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass --out a path in a folder you can write.")
 
     if "\0" in str(out):
         fail("contains a NUL character, which no file name can hold")
@@ -138,7 +138,7 @@ def cmd_analyze(args) -> int:
     from analysis import write_analysis
 
     p = _load(args.protocol)
-    out = _writable_output(p, _report_dir(p, args.out), "--out")
+    out = _writable_output(p, _report_dir(p, args.out), "--out" if args.out else "output folder")
     runs, preds = _analysis_inputs(p)
     from analysis.collapse import single_class_runs
 
@@ -160,8 +160,8 @@ def cmd_report(args) -> int:
     from study.report import write_report
 
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf", "--out",
-                           is_file=True)
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf",
+                           "--out" if args.out else "report file", is_file=True)
     path = write_report(p, out)
     print(f"report written to {path}")
     return EXIT_OK
@@ -169,7 +169,8 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "export", "--out")
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "export",
+                           "--out" if args.out else "output folder")
     with _open_store(p, must_exist=True) as store:
         files = store.export(out, args.format)
     for f in files:

@@ -116,12 +116,18 @@ def out_under_a_file(tmp):
     return _store_protocol(tmp, tmp / "store.sqlite"), ["--out", tmp / "notes.txt" / "out"], "is a file, not a folder"
 
 
+def default_out_under_a_file(tmp):
+    (tmp / "reports").write_text("a file where the default reports/<name>/ folder would go")
+    return _store_protocol(tmp, tmp / "store.sqlite"), [], "is a file, not a folder"
+
+
 SITUATIONS = [protocol_is_folder, protocol_is_dangling_link, protocol_is_fifo, protocol_is_not_utf8,
               protocol_is_a_list, protocol_is_bad_yaml, store_under_a_file, store_in_proc, store_is_a_folder,
               store_is_text, store_is_another_programs_database, store_of_another_study, store_of_a_newer_schema,
-              out_under_a_file]
-OUT_COMMANDS = ["analyze", "report", "export"]  # the commands that take --out
-CASES = [(c, s) for s in SITUATIONS for c in (OUT_COMMANDS if s is out_under_a_file else COMMANDS)]
+              out_under_a_file, default_out_under_a_file]
+OUT_COMMANDS = ["analyze", "report", "export"]  # the commands that write tables or files
+OUT_SITUATIONS = (out_under_a_file, default_out_under_a_file)
+CASES = [(c, s) for s in SITUATIONS for c in (OUT_COMMANDS if s in OUT_SITUATIONS else COMMANDS)]
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -163,7 +169,7 @@ def test_every_command_refuses_bad_input_with_exit_2_and_writes_nothing(tmp_path
                                                 enumerate(COMMANDS)], ids=lambda x: getattr(x, "__name__", x))
 def test_the_real_cli_in_a_subprocess(tmp_path, command, situation):
     """One subprocess per command (each with another situation): what a user's shell sees."""
-    if situation is out_under_a_file and command not in OUT_COMMANDS:
+    if situation in OUT_SITUATIONS and command not in OUT_COMMANDS:
         situation = store_is_text
     protocol, extra, expected = situation(tmp_path)
     before = snapshot(tmp_path)
@@ -315,7 +321,7 @@ def test_generated_broken_protocols_through_the_real_cli_at_length(text):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command=st.sampled_from(COMMANDS), situation=st.sampled_from(SITUATIONS))
 def test_generated_file_system_situations_through_the_real_cli(command, situation):
-    if situation is out_under_a_file and command not in OUT_COMMANDS:
+    if situation in OUT_SITUATIONS and command not in OUT_COMMANDS:
         command = "analyze"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
