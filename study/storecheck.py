@@ -3,7 +3,8 @@
 Every command checks its protocol's store before it reads or writes it, so a store path in a
 place that cannot be written, a file that is not SQLite, the store of another study or one
 written by a newer maskstudy is a clear error (exit 2) rather than a traceback or a stray empty
-database. Whether a new store can be created is tried for real (and undone). ``study.store.Store`` runs the same checks when it opens a file.
+database. Whether a new store can be created is tried for real (and undone).
+``study.store.Store`` runs the same checks when it opens a file.
 """
 
 from __future__ import annotations
