@@ -101,6 +101,12 @@ def store_is_another_programs_database(tmp):
     return _store_protocol(tmp, tmp / "store.sqlite"), [], "SQLite database of something else"
 
 
+def store_is_damaged(tmp):
+    _real_store(tmp / "store.sqlite", study="tiny")
+    (tmp / "store.sqlite").write_bytes((tmp / "store.sqlite").read_bytes()[:300])  # header intact, pages cut
+    return _store_protocol(tmp, tmp / "store.sqlite"), [], "cannot be read as a results store"
+
+
 def store_of_another_study(tmp):
     _real_store(tmp / "store.sqlite", study="someone-else")
     return _store_protocol(tmp, tmp / "store.sqlite"), [], "holds the results of study 'someone-else'"
@@ -123,8 +129,8 @@ def default_out_under_a_file(tmp):
 
 SITUATIONS = [protocol_is_folder, protocol_is_dangling_link, protocol_is_fifo, protocol_is_not_utf8,
               protocol_is_a_list, protocol_is_bad_yaml, store_under_a_file, store_in_proc, store_is_a_folder,
-              store_is_text, store_is_another_programs_database, store_of_another_study, store_of_a_newer_schema,
-              out_under_a_file, default_out_under_a_file]
+              store_is_text, store_is_another_programs_database, store_is_damaged, store_of_another_study,
+              store_of_a_newer_schema, out_under_a_file, default_out_under_a_file]
 OUT_COMMANDS = ["analyze", "report", "export"]  # the commands that write tables or files
 OUT_SITUATIONS = (out_under_a_file, default_out_under_a_file)
 CASES = [(c, s) for s in SITUATIONS for c in (OUT_COMMANDS if s in OUT_SITUATIONS else COMMANDS)]
