@@ -29,21 +29,31 @@ def _load(path: str):
 def _writable_output(p, out: Path, flag: str, is_file: bool = False) -> Path:
     """``out`` (a folder, or a file with ``is_file``) can be written; checked before any work is done,
     so a bad ``--out`` never leaves half a set of tables behind."""
-    from study.storecheck import creatable_problem
 
     def fail(problem: str) -> None:
-        raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass {flag} a path in a folder you can write.")
+        raise UserError(f"{p.source}: {flag} {out}: {problem}. Fix: pass --out a path in a folder you can write.")
 
-    if is_file and out.is_dir():
-        fail(f"is a folder; the report is a file (e.g. {out / 'report.pdf'})")
-    if not is_file and out.exists() and not out.is_dir():
-        fail("is a file, not a folder")
-    if out.is_file() and not os.access(out, os.W_OK):
-        fail("the file cannot be written (permission denied)")
-    problem = creatable_problem(out if is_file else out / "table")
+    if "\0" in str(out):
+        fail("contains a NUL character, which no file name can hold")
+    try:
+        problem = _output_problem(out, is_file)
+    except OSError as e:  # a name too long, a loop of links ...
+        problem = e.strerror
     if problem:
         fail(problem)
     return out
+
+
+def _output_problem(out: Path, is_file: bool) -> str | None:
+    from study.storecheck import creatable_problem
+
+    if is_file and out.is_dir():
+        return f"is a folder; the report is a file (e.g. {out / 'report.pdf'})"
+    if not is_file and out.exists() and not out.is_dir():
+        return "is a file, not a folder"
+    if out.is_file() and not os.access(out, os.W_OK):
+        return "the file cannot be written (permission denied)"
+    return creatable_problem(out if is_file else out / "table")
 
 
 def _grid(protocol):
@@ -132,7 +142,7 @@ def cmd_analyze(args) -> int:
     from analysis.tables import MD_COLUMNS, to_markdown
 
     p = _load(args.protocol)
-    out = _writable_output(p, _report_dir(p, args.out), "--out")
+    out = _writable_output(p, _report_dir(p, args.out), "--out" if args.out else "output folder")
     runs, preds = _analysis_inputs(p)
     with warnings.catch_warnings():  # result.text() prints them, once, as the report does
         warnings.simplefilter("ignore", AnalysisWarning)
@@ -150,8 +160,8 @@ def cmd_report(args) -> int:
     from study.report import write_report
 
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf", "--out",
-                           is_file=True)
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf",
+                           "--out" if args.out else "report file", is_file=True)
     path = write_report(p, out)
     print(f"report written to {path}")
     return EXIT_OK
@@ -159,7 +169,8 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "export", "--out")
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "export",
+                           "--out" if args.out else "output folder")
     with _open_store(p, must_exist=True) as store:
         files = store.export(out, args.format)
     for f in files:

@@ -17,4 +17,5 @@ class ProtocolError(UserError):
         where = f"{file}: " if file else ""
         key = f"{path}: " if path else ""
         tail = f" Fix: {fix}" if fix else ""
-        super().__init__(f"{where}{key}{problem}.{tail}")
+        end = "" if problem.endswith((".", "?")) else "."  # (a did-you-mean hint already ends the sentence)
+        super().__init__(f"{where}{key}{problem}{end}{tail}")

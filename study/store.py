@@ -8,6 +8,8 @@ Tables (names are stable: users query them with plain ``sqlite3``):
 - ``metrics``: (run_id, epoch, name, value, is_final) — every evaluation of every epoch.
 - ``predictions``: (run_id, example_id, label, prediction, score) — the final evaluation.
 - ``events``: failures and notices with tracebacks.
+- ``meta``: ``schema_version`` (see ``study.storecheck``), ``study`` (the name of the study whose
+  runs were registered first; the store refuses other studies) and ``driver`` (the lock).
 
 A run becomes ``done`` in the same transaction that writes its metrics and predictions, so a
 crash at any moment leaves either a complete run or none.

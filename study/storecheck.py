@@ -3,7 +3,8 @@
 Every command checks its protocol's store before it reads or writes it, so a store path in a
 place that cannot be written, a file that is not SQLite, the store of another study or one
 written by a newer maskstudy is a clear error (exit 2) rather than a traceback or a stray empty
-database. Whether a new store can be created is tried for real (and undone). ``study.store.Store`` runs the same checks when it opens a file.
+database. Whether a new store can be created is tried for real (and undone).
+``study.store.Store`` runs the same checks when it opens a file.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ def check_store(path: str | Path, study: str | None = None, source: str | None =
     """Raise ProtocolError (key ``store``, file ``source``) unless ``path`` is usable as the store of
     ``study``: an existing results store of that study (or of none yet) that this version can read,
     or a new file in a folder that exists or can be created, and written. Leaves nothing behind."""
-    path = Path(path)
-
     def fail(problem: str, fix: str) -> None:
         raise ProtocolError(source, "store", problem, fix)
 
+    if "\0" in str(path):
+        fail(f"{str(path)!r} contains a NUL character, which no file name can hold", NEW_STORE_FIX)
+    path = Path(path)
+    try:
+        _check(path, study, fail)
+    except OSError as e:  # a name too long, a loop of links ...
+        fail(f"cannot use {path} as the results store ({e.strerror})", NEW_STORE_FIX)
+
+
+def _check(path: Path, study: str | None, fail) -> None:
     if path.is_dir():
         fail(f"{path} is a folder, not a results store file", f"name a file inside it, e.g. {path / 'study.sqlite'}")
     if not path.exists():
@@ -95,7 +104,7 @@ def creatable_problem(path: Path) -> str | None:
                 except OSError as e:
                     return f"cannot create the folder {f} ({e.strerror})"
                 created.append(f)
-        probe = folder / f".{path.name}.probe-{os.getpid()}"
+        probe = folder / f".maskstudy-probe-{os.getpid()}"
         try:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as e:
@@ -109,7 +118,11 @@ def creatable_problem(path: Path) -> str | None:
 
 def _read_identity(path: Path) -> tuple[set[str], dict[str, str], list[str]]:
     """(table names, meta key → value, distinct study names in runs), read through a read-only connection."""
-    conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True, timeout=30)
+    # A read-only connection to a WAL database creates its -wal and -shm files. They exist already
+    # while any connection is open; when they do not, nothing is pending in a WAL, so the file alone
+    # is the whole database and can be read as immutable (no lock, no side files).
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?{mode}", uri=True, timeout=30)
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
