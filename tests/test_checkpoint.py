@@ -148,3 +148,24 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
     import json
 
     assert json.loads(state) == json.loads(json.dumps(straight.masker_state))
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("checkpoint_every_steps", 0, "must be positive"),
+    ("checkpoint_every_min", -1.0, "must be positive"),
+    ("checkpoint_every_steps", "often", "checkpoint_every_steps"),
+])
+def test_bad_checkpoint_options_are_protocol_errors(key, value, problem):
+    from study.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(tiny_protocol_dict(execution={key: value}), file="p.yaml")
+    assert f"execution.{key}" in str(info.value) and problem in str(info.value)
+
+
+def test_bad_precision_is_a_protocol_error():
+    from study.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(tiny_protocol_dict(training={**TRAINING, "precision": "fp8"}), file="p.yaml")
+    assert "training.precision" in str(info.value) and "bf16" in str(info.value)
