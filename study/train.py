@@ -5,6 +5,12 @@ so that what a masker changes is visible. Random streams (DESIGN.md §3): the he
 initialised from the ``init`` stream, batches follow the ``data_order`` stream, dropout draws
 come from the global torch RNG seeded with the ``dropout`` stream right before training, and
 the masker owns a generator seeded with the ``masker`` stream. Evaluation never masks.
+
+The hot loop does not wait for the device: the loss is summed on it and read once per epoch,
+masking counts stay on it (``Masker.record_tensors``), and on CUDA batches are copied from
+pinned memory without blocking. ``training.precision`` (``study.precision``) wraps forward and
+loss in autocast; ``execution.checkpoint_every_*`` writes mid-run checkpoints
+(``study.checkpoint``) from which a killed run resumes bit-identically.
 """
 
 from __future__ import annotations

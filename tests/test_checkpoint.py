@@ -5,6 +5,7 @@ checkpoint behind. Real pretrained MiniLM (1 layer, dropout on), real tweets, CP
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -103,36 +104,29 @@ def _worker_pid(run_id: str) -> int | None:
     return None
 
 
-def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
-    data = tiny_protocol_dict(
-        seeds=[0], maskers=[{"name": "none", "kind": "none"}, {"name": "typhoon", "kind": "typhoon", "rate": 0.2}],
-        tasks=[{"name": "tweets", "dataset": "tweets-sentiment", "max_train_examples": 320, "max_eval_examples": 32}],
-        training={**TRAINING, "max_length": 32}, store=str(tmp_path / "runs" / "k.sqlite"),
-        execution={"threads_per_run": 1, "checkpoint_every_steps": 4, "max_attempts": 2})
-    path = write_protocol(tmp_path, data)
-    p = load_protocol(path)
-    spec = expand(p)[1]  # typhoon
-    ckpt_dir = tmp_path / "runs" / "k.work" / "checkpoints"
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed_at = None
+def _study(path, tmp_path):
+    return subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_after_checkpoint(driver, spec, ckpt_dir, *, whom: str) -> None:
+    """SIGKILL the run's worker (or its driver) as soon as the run has written a checkpoint."""
     deadline = time.monotonic() + 300
     while driver.poll() is None and time.monotonic() < deadline:
         pid = _worker_pid(spec.run_id)
         if pid and checkpoint_path(ckpt_dir, spec.run_id).is_file():
-            os.kill(pid, signal.SIGKILL)
-            killed_at = time.monotonic()
-            break
+            os.kill(pid if whom == "worker" else driver.pid, signal.SIGKILL)
+            return
         time.sleep(0.02)
-    out, err = driver.communicate(timeout=600)
-    assert killed_at is not None, "the run finished before it could be killed: " + err[-2000:]
-    assert driver.returncode == 0, err[-3000:]
+    pytest.fail("the run finished before it could be killed: " + driver.communicate()[1][-2000:])
 
+
+def _check_resumed(p, spec, ckpt_dir, attempts: int) -> None:
     con = sqlite3.connect(p.store_path)
-    status, attempts = con.execute("SELECT status, attempts FROM runs WHERE run_id=?", (spec.run_id,)).fetchone()
-    assert (status, attempts) == ("done", 2)
+    status, n = con.execute("SELECT status, attempts FROM runs WHERE run_id=?", (spec.run_id,)).fetchone()
+    assert (status, n) == ("done", attempts)
     kinds = [k for k, in con.execute("SELECT kind FROM events WHERE run_id=? ORDER BY time", (spec.run_id,))]
-    assert kinds == ["failure", "resumed"]
+    assert kinds[-1] == "resumed" and kinds.count("resumed") == 1
     message = con.execute("SELECT message FROM events WHERE kind='resumed'").fetchone()[0]
     step = int(message.rsplit(" ", 1)[1])
     assert step > 0 and step % 4 == 0
@@ -145,6 +139,63 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
                           (spec.run_id,))}
     assert stored == {i: (y, pr, s) for i, y, pr, s in straight.predictions}
     state = con.execute("SELECT masker_state FROM runs WHERE run_id=?", (spec.run_id,)).fetchone()[0]
-    import json
-
     assert json.loads(state) == json.loads(json.dumps(straight.masker_state))
+
+
+@pytest.fixture
+def killable(tmp_path):
+    """A protocol whose typhoon run (seed 0) lasts long enough to be killed between checkpoints."""
+    data = tiny_protocol_dict(
+        seeds=[0], maskers=[{"name": "none", "kind": "none"}, {"name": "typhoon", "kind": "typhoon", "rate": 0.2}],
+        tasks=[{"name": "tweets", "dataset": "tweets-sentiment", "max_train_examples": 320, "max_eval_examples": 32}],
+        training={**TRAINING, "max_length": 32}, store=str(tmp_path / "runs" / "k.sqlite"),
+        execution={"threads_per_run": 1, "checkpoint_every_steps": 4, "max_attempts": 2})
+    path = write_protocol(tmp_path, data)
+    p = load_protocol(path)
+    return path, p, expand(p)[1], tmp_path / "runs" / "k.work" / "checkpoints"
+
+
+def test_killed_worker_resumes_from_its_checkpoint(killable, tmp_path):
+    path, p, spec, ckpt_dir = killable
+    driver = _study(path, tmp_path)
+    _kill_after_checkpoint(driver, spec, ckpt_dir, whom="worker")
+    _, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    _check_resumed(p, spec, ckpt_dir, attempts=2)  # the killed attempt failed, the retry resumed
+
+
+def test_killed_driver_resumes_from_the_checkpoint_on_the_next_run(killable, tmp_path):
+    path, p, spec, ckpt_dir = killable
+    driver = _study(path, tmp_path)
+    _kill_after_checkpoint(driver, spec, ckpt_dir, whom="driver")
+    driver.communicate(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while _worker_pid(spec.run_id) and time.monotonic() < deadline:  # the worker dies with its driver
+        time.sleep(0.05)
+    assert checkpoint_path(ckpt_dir, spec.run_id).is_file()
+    again = _study(path, tmp_path)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    _check_resumed(p, spec, ckpt_dir, attempts=1)  # the dead driver's attempt was given back, then resumed
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("checkpoint_every_steps", 0, "must be positive"),
+    ("checkpoint_every_min", -1.0, "must be positive"),
+    ("checkpoint_every_steps", "often", "checkpoint_every_steps"),
+])
+def test_bad_checkpoint_options_are_protocol_errors(key, value, problem):
+    from study.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(tiny_protocol_dict(execution={key: value}), file="p.yaml")
+    assert f"execution.{key}" in str(info.value) and problem in str(info.value)
+
+
+def test_bad_precision_is_a_protocol_error():
+    from study.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(tiny_protocol_dict(training={**TRAINING, "precision": "fp8"}), file="p.yaml")
+    assert "training.precision" in str(info.value) and "bf16" in str(info.value)

@@ -121,3 +121,17 @@ def test_resume_is_bit_identical_on_gpu_when_deterministic(tmp_path):
     resumed = run_one(spec, checkpoint_dir=tmp_path)
     assert resumed.resumed_from_step == 2
     assert resumed.predictions == straight.predictions and resumed.masker_state == straight.masker_state
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bench_measures_both_precisions():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "gpu.py"), "--steps", "3", "--warmup", "1",
+                          "--skip-maskers", "--skip-packing"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("bf16") == 2 and out.stdout.count("fp32") == 2
