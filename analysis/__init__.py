@@ -17,6 +17,7 @@ import importlib
 _EXPORTS = {
     "figures": None,
     "AnalysisWarning": "_frames", "resolve_comparisons": "_frames",
+    "across_cells": "across",
     "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
     "bootstrap_ci": "bootstrap",
     "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
