@@ -19,6 +19,7 @@ _EXPORTS = {
     "AnalysisWarning": "_frames", "resolve_comparisons": "_frames",
     "across_cells": "across",
     "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
+    "bayes_paired": "bayes",
     "bootstrap_ci": "bootstrap",
     "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
     "compare": "comparisons",  # module not named `compare`: a submodule would shadow the function
