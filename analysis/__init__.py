@@ -21,6 +21,7 @@ _EXPORTS = {
     "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
     "bayes_paired": "bayes",
     "bootstrap_ci": "bootstrap",
+    "SequentialDesign": "sequential",
     "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
     "compare": "comparisons",  # module not named `compare`: a submodule would shadow the function
     "coverage_simulation": "coverage",
