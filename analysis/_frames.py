@@ -30,8 +30,9 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Validate and clean a runs frame (one row per run).
 
     Keeps only completed runs (``status == "done"`` when a ``status`` column exists) with a
-    finite ``value`` and a ``seed`` (runs without one are named in the warning); refuses duplicated (task, model, masker, seed) cells, since averaging
-    them silently would break the one-run-per-seed pairing. Returns a new frame.
+    finite ``value`` and a ``seed`` (runs without one are named in the warning); refuses
+    duplicated (task, model, masker, seed) cells, since averaging them silently would break
+    the one-run-per-seed pairing. Returns a new frame.
     """
     if not isinstance(runs, pd.DataFrame):
         raise TypeError(f"runs must be a pandas DataFrame, got {type(runs).__name__}")
