@@ -216,7 +216,8 @@ class SequentialDesign:
                 if (self.margin is not None and not is_degenerate(d)
                         and tost_paired(d, self.margin) <= q_eq):
                     state[i] = ("equivalent", n)
-                elif j == last or (self.futility and not p[i, j] <= self.futility_p[j]):
+                # no p-value (zero spread so far: maybe collapsed runs) is no reason to stop early
+                elif j == last or (self.futility and p[i, j] > self.futility_p[j]):
                     state[i] = ("futile", n)
         return {k: s if s is not None else ("continue", arrs[i].size)
                 for i, (k, s) in enumerate(zip(keys, state, strict=True))}

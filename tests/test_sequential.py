@@ -92,6 +92,7 @@ def test_futility_and_equivalence():
     assert dec == "equivalent" and n in LOOKS
     # collapsed runs (all-zero differences) are never "equivalent"
     assert eq.decide({"a": np.zeros(12)})["a"] == "futile"
+    assert SequentialDesign().decide({"a": np.full(5, 0.01)})["a"] == "continue"
 
 
 def test_holm_step_raises_the_level_of_the_others():
