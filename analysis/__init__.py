@@ -17,8 +17,11 @@ import importlib
 _EXPORTS = {
     "figures": None,
     "AnalysisWarning": "_frames", "resolve_comparisons": "_frames",
+    "across_cells": "across",
     "PairingError": "audit", "audit_pairing": "audit", "pair_runs": "audit",
+    "bayes_paired": "bayes",
     "bootstrap_ci": "bootstrap",
+    "SequentialDesign": "sequential",
     "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
     "compare": "comparisons",  # module not named `compare`: a submodule would shadow the function
     "coverage_simulation": "coverage",

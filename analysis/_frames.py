@@ -30,8 +30,9 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Validate and clean a runs frame (one row per run).
 
     Keeps only completed runs (``status == "done"`` when a ``status`` column exists) with a
-    finite ``value``; refuses duplicated (task, model, masker, seed) cells, since averaging
-    them silently would break the one-run-per-seed pairing. Returns a new frame.
+    finite ``value`` and a ``seed`` (runs without one are named in the warning); refuses
+    duplicated (task, model, masker, seed) cells, since averaging them silently would break
+    the one-run-per-seed pairing. Returns a new frame.
     """
     if not isinstance(runs, pd.DataFrame):
         raise TypeError(f"runs must be a pandas DataFrame, got {type(runs).__name__}")
@@ -56,6 +57,13 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if bad.any():
         warn(f"ignoring {int(bad.sum())} run(s) without a finite value")
         df = df[~bad]
+    # A missing seed cannot be paired; left in, the merge would pair NaN with NaN.
+    no_seed = df["seed"].isna().to_numpy()
+    if no_seed.any():
+        cols = ["run_id"] if "run_id" in df.columns else ["task", "model", "masker"]
+        who = ", ".join("/".join(map(str, r)) for r in df.loc[no_seed, cols].itertuples(index=False))
+        warn(f"ignoring {int(no_seed.sum())} run(s) without a seed (they cannot be paired): {who}")
+        df = df[~no_seed]
     dup = df.duplicated(subset=["task", "model", "masker", "seed"], keep=False)
     if dup.any():
         cells = df.loc[dup, ["task", "model", "masker", "seed"]].drop_duplicates()

@@ -17,10 +17,10 @@ from analysis._frames import check_runs, ordered_groups, resolve_comparisons, st
 from analysis.audit import pair_runs
 from analysis.bootstrap import bootstrap_ci
 from analysis.paired import (
-    TIE_DECIMALS,
     adjust,
     min_exact_p,
     signflip_test,
+    snap_ties,
     tost_paired,
     ttest_paired,
     wilcoxon_exact,
@@ -69,7 +69,7 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     if margin is not None:
         out["p_tost"] = tost_paired(d, margin)
 
-    rounded = np.round(d, TIE_DECIMALS)
+    rounded = snap_ties(d)
     n_nonzero = int(np.count_nonzero(rounded))
     floor = min_exact_p(n_nonzero)
     if n_nonzero and floor >= alpha:
@@ -80,9 +80,10 @@ def _one(d: np.ndarray, alpha, margin, n_boot, rng_boot, rng_flip) -> dict:
     elif n < BOOT_UNDERCOVERS_BELOW:
         notes.append("bootstrap CI under-covers")
     if n_nonzero == 0:
-        notes.append("all differences zero: t-test undefined")
-    elif sd == 0:
-        notes.append("constant differences (sd=0): t-test degenerate")
+        notes.append("all differences zero (zero variance, typically collapsed runs): "
+                     "t-test and TOST undefined, no verdict")
+    elif t["degenerate"]:
+        notes.append("constant differences (sd=0): t-test and TOST undefined, no verdict")
     elif n_nonzero < n:
         notes.append(f"{n - n_nonzero} zero difference(s) dropped by Wilcoxon")
     if n_nonzero and np.unique(np.abs(rounded[rounded != 0])).size < n_nonzero:
@@ -167,6 +168,13 @@ def compare(
             [pd.NA if np.isnan(p) else bool(e) for p, e in zip(table["p_tost"], eq, strict=True)],
             dtype="boolean",
         )
+    # p_ttest and p_tost are NaN on zero-variance differences, so neither flag can rest on them.
+    flat = table["n_pairs"].ge(2) & table["sd"].eq(0)
+    if flat.any():
+        names = ", ".join(f"{r.treatment} vs {r.baseline} ({r.task}/{r.model})"
+                          for r in table[flat].itertuples())
+        warn(f"{int(flat.sum())} comparison(s) with zero variance of the paired differences "
+             f"(typically collapsed runs), no t-test or TOST verdict: {names}")
     untestable = table["n_pairs"] < 2
     if untestable.any():
         warn(f"{int(untestable.sum())} comparison(s) have fewer than 2 pairs: no test possible")

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng
+from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng, warn
 from analysis.audit import pair_runs
 from analysis.metrics import get_metric, metric_from_confusion
 
@@ -285,6 +285,12 @@ def multibootstrap(
             for treat, base in pairs:
                 seeds = sorted(s for (mo, m, s) in runs_order
                                if mo == model and m == treat and (model, base, s) in arrays)
+                if allowed is None:  # without runs, pair_runs never saw (nor warned about) these
+                    lonely = sorted(s for (mo, m, s) in runs_order
+                                    if mo == model and m in (treat, base) and s not in seeds)
+                    if lonely:
+                        warn(f"{task}/{model} {treat} vs {base}: dropped seed(s) {lonely} "
+                             "with predictions for only one of the two maskers")
                 if allowed is not None:
                     seeds = [s for s in seeds if (task, model, treat, base, s) in allowed]
                 if not seeds:

@@ -2,9 +2,11 @@
 
 Conventions (each checked against an independent reference in tests/stats):
 
-* paired t: closed form, two-sided, interval at level 1 - alpha. With ``sd == 0`` the
-  statistic is 0/0 (all differences zero: p, t and d_z are NaN) or ±inf (constant non-zero
-  differences: p = 0, the interval collapses to the mean). Both are flagged by ``compare``.
+* paired t: closed form, two-sided, interval at level 1 - alpha. With ``sd == 0`` (to a
+  relative tolerance, :func:`is_degenerate`) the statistic is 0/0 (all differences zero) or
+  ±inf (constant non-zero differences): the t-test is undefined there, so t, p and the
+  interval are NaN and ``degenerate`` is True. No verdict (significant, equivalent) may rest
+  on it; ``compare`` says why in its ``warning``.
 * Wilcoxon signed-rank: exact two-sided p from the permutation distribution of the signed
   (mid)ranks, so ties are handled exactly (it is the conditional distribution given the
   tie pattern). Zero differences are dropped before ranking (``zero_method="wilcox"``,
@@ -13,8 +15,10 @@ Conventions (each checked against an independent reference in tests/stats):
 * sign-flip permutation on the sum of differences: exact over all 2**n sign patterns when
   n <= ``max_exact`` (default 20), otherwise ``n_perm`` Monte Carlo patterns from an
   explicit Generator, p = (1 + hits) / (1 + n_perm) so it is never 0.
-* Differences equal to within ``TIE_DECIMALS`` decimals are ties (and below it, zeros):
-  metric values are ratios, and ``0.84 - 0.83`` and ``0.83 - 0.82`` differ in the last bits.
+* Differences equal to within ``REL_TOL`` of the largest |difference| are ties (and below it,
+  zeros): ``0.84 - 0.83`` and ``0.83 - 0.82`` differ in the last bits. The tolerance is
+  relative so that every p-value is invariant to the scale of the metric (F1 in [0, 1] or in
+  points, or multiplied by 1e-12).
 * Exact tests with n non-zero differences cannot go below p = 2 / 2**n (0.0625 at n = 5).
 """
 
@@ -23,7 +27,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-TIE_DECIMALS = 12
+TIE_DECIMALS = 12  # analysis.disagreement's absolute rounding (metric values in [0, 1])
+# Relative resolution of a vector of differences: float error in ``a - b`` is ~1e-16 of the
+# values, so anything within 1e-9 of the largest |difference| is the same number.
+REL_TOL = 1e-9
 
 
 def _as_diffs(d) -> np.ndarray:
@@ -31,6 +38,25 @@ def _as_diffs(d) -> np.ndarray:
     if not np.all(np.isfinite(d)):
         raise ValueError("paired differences must be finite")
     return d
+
+
+def snap_ties(d) -> np.ndarray:
+    """``d`` rounded to a grid of step ``REL_TOL * max|d|``: float-noise ties become exact ties
+    and float-noise zeros exact zeros, whatever the scale of the metric."""
+    d = _as_diffs(d)
+    scale = float(np.abs(d).max()) if d.size else 0.0
+    if scale == 0.0:
+        return np.zeros_like(d)
+    step = REL_TOL * scale
+    return np.round(d / step) * step
+
+
+def is_degenerate(d) -> bool:
+    """True when n >= 2 differences have no spread (sd == 0 relative to max|d|): all zero
+    (typically collapsed runs) or all the same non-zero value. t-tests and TOST are
+    undefined there."""
+    d = snap_ties(d)
+    return d.size >= 2 and bool(np.all(d == d[0]))
 
 
 def min_exact_p(n_nonzero: int) -> float:
@@ -41,27 +67,28 @@ def min_exact_p(n_nonzero: int) -> float:
 def ttest_paired(d, alpha: float = 0.05) -> dict:
     """Paired t-test and t-interval for the mean difference.
 
-    Returns ``mean, sd, se, t, df, p, ci_low, ci_high``; all but ``mean`` are NaN when
-    n < 2 (no variance estimate).
+    Returns ``mean, sd, se, t, df, p, ci_low, ci_high, degenerate``; all but ``mean`` are
+    NaN when n < 2 (no variance estimate). With ``sd == 0`` (:func:`is_degenerate`) ``sd`` and
+    ``se`` are 0, ``df`` is n - 1 and ``t``, ``p`` and the interval are NaN: 0/0 or ±inf is
+    not evidence, however many seeds agree to the last bit.
     """
     d = _as_diffs(d)
     n = d.size
     out = dict.fromkeys(("mean", "sd", "se", "t", "df", "p", "ci_low", "ci_high"), np.nan)
+    out["degenerate"] = False
     if n == 0:
         return out
     mean = float(d.mean())
     out["mean"] = mean
     if n < 2:
         return out
-    sd = float(d.std(ddof=1))
-    # Constant differences leave float noise of order 1e-18 in sd; snap it to the exact zero.
-    if sd <= 1e-13 * max(1.0, abs(mean)):
-        sd = 0.0
-    se = sd / np.sqrt(n)
     df = n - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = mean / se if se > 0 else (np.nan if mean == 0 else np.copysign(np.inf, mean))
-    p = float(2 * stats.t.sf(abs(t), df)) if not np.isnan(t) else np.nan
+    if is_degenerate(d):
+        return out | {"sd": 0.0, "se": 0.0, "df": float(df), "degenerate": True}
+    sd = float(d.std(ddof=1))
+    se = sd / np.sqrt(n)
+    t = mean / se
+    p = float(2 * stats.t.sf(abs(t), df))
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
     out.update(sd=sd, se=se, t=float(t), df=float(df), p=p, ci_low=mean - half, ci_high=mean + half)
     return out
@@ -70,17 +97,18 @@ def ttest_paired(d, alpha: float = 0.05) -> dict:
 def tost_paired(d, margin: float) -> float:
     """Paired TOST p-value for equivalence within (-margin, +margin): max of two one-sided t p's.
 
-    Equivalent to "the (1 - 2 alpha) t-interval lies inside ±margin". NaN when n < 2.
+    Equivalent to "the (1 - 2 alpha) t-interval lies inside ±margin". NaN when n < 2 or the
+    differences have no spread (all zero -- typically collapsed runs -- or constant): a zero
+    standard error would make any mean inside the margin "equivalent" with p = 0.
     """
     if margin is None or not np.isfinite(margin) or margin <= 0:
         raise ValueError(f"margin must be a positive number, got {margin!r}")
     r = ttest_paired(d)
-    if np.isnan(r["sd"]):
+    if np.isnan(r["sd"]) or r["degenerate"]:
         return np.nan
     df, se, mean = r["df"], r["se"], r["mean"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_low = (mean + margin) / se if se > 0 else np.copysign(np.inf, mean + margin)
-        t_upp = (mean - margin) / se if se > 0 else np.copysign(np.inf, mean - margin)
+    t_low = (mean + margin) / se
+    t_upp = (mean - margin) / se
     p_low = stats.t.sf(t_low, df)  # H0: mean <= -margin
     p_upp = stats.t.cdf(t_upp, df)  # H0: mean >= +margin
     return float(max(p_low, p_upp))
@@ -96,7 +124,7 @@ def wilcoxon_exact(d, zero_method: str = "wilcox") -> float:
     The null law of W+ = sum of ranks of positive differences is built by dynamic
     programming on doubled ranks (midranks are multiples of 1/2), so it is exact for any n.
     """
-    d = np.round(_as_diffs(d), TIE_DECIMALS)
+    d = snap_ties(d)
     if zero_method == "wilcox":
         d = d[d != 0]
         ranks = _midranks(np.abs(d))

@@ -118,6 +118,12 @@ def _walk(dz: float, n: int, alpha: float, power: float) -> float:
     return float(n)
 
 
+def alpha_of(level) -> float:
+    """The α a table's ``level`` was computed at: 1 - 0.95 is 0.050000000000000044 in floats,
+    so round to 12 decimals, which gives back the α the user passed (0.05)."""
+    return round(1.0 - float(level), 12)
+
+
 def _label(effect: float) -> str:
     return f"{effect * 100:g} pt"
 
@@ -138,7 +144,7 @@ def power_table(
     """
     rows = []
     for r in table.to_dict("records"):
-        a = alpha if alpha is not None else 1 - float(r["level"])
+        a = alpha if alpha is not None else alpha_of(r["level"])
         targets = [(_label(e), float(e)) for e in effects]
         targets.append(("observed", abs(float(r["estimate"]))))
         for label, eff in targets:

@@ -60,6 +60,10 @@ def summary_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
     untested = int((table["n_pairs"] < 2).sum())
     if untested:
         parts.append(f"{untested} comparison(s) with fewer than 2 seed pairs could not be tested")
+    flat = int((table["n_pairs"].ge(2) & table["sd"].eq(0)).sum())
+    if flat:
+        parts.append(f"{flat} comparison(s) with zero variance of the paired differences "
+                     "(typically collapsed runs): no t-test or TOST verdict")
     n = table["n_pairs"].to_numpy()
     floored = np.unique(n[(n >= 2) & (2.0 ** (1 - n.clip(min=1)) >= alpha)])
     if floored.size:

@@ -48,7 +48,8 @@ def variance_decomposition(runs: pd.DataFrame) -> pd.DataFrame:
     n = y.size
     x = np.ones((n, 1))
     rss, rank = _rss_rank(x, y)
-    total = rss
+    # All-equal values leave float noise in the total sum of squares; no variance, no shares.
+    total = rss if y.size and np.ptp(y) > 1e-12 * np.abs(y).max() else 0.0
     rows = []
     for name, factors, desc in TERMS:
         if runs[factors[0]].nunique() < 2:

@@ -91,7 +91,8 @@ def test_ttest_degenerate_cases():
     r = ttest_paired([0.0, 0.0, 0.0])
     assert np.isnan(r["p"]) and np.isnan(r["t"]) and r["sd"] == 0
     r = ttest_paired([0.01, 0.01, 0.01, 0.01])
-    assert r["p"] == 0.0 and r["t"] == np.inf and r["ci_low"] == r["ci_high"] == pytest.approx(0.01)
+    assert np.isnan(r["p"]) and np.isnan(r["t"]) and np.isnan(r["ci_low"])  # issue 14: undefined
+    assert r["degenerate"] and r["sd"] == 0
     r = ttest_paired([0.01, 0.03])  # n = 2: df = 1, a valid (very wide) test
     assert r["df"] == 1 and 0 < r["p"] < 1
 
