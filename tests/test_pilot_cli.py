@@ -1,0 +1,88 @@
+"""``study pilot`` through the real CLI: real runs in worker processes, the real SQLite store.
+
+A tiny collapsed cell (16 tweets, one layer, one epoch) runs in the default suite, with the
+reuse of its pilot runs by ``study run``; a cell that learns needs the documented demo regime
+(2 layers, 800 tweets, 3 epochs) and is marked slow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_protocol_dict, write_protocol
+
+from study.protocol import load_protocol
+from study.spec import expand
+
+
+def study(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=1800)
+
+
+def _attempts(store) -> dict[str, tuple[int, float]]:
+    with sqlite3.connect(store) as c:
+        return {r: (a, s) for r, a, s in c.execute("SELECT run_id, attempts, started_at FROM runs WHERE status='done'")}
+
+
+def test_pilot_flags_a_collapsed_cell_and_study_run_reuses_its_runs(tmp_path):
+    store = tmp_path / "runs" / "p.sqlite"
+    data = tiny_protocol_dict(
+        seeds=[0, 1], store=str(store),
+        tasks=[{"name": "tiny", "dataset": "tweets-sentiment", "max_train_examples": 16, "max_eval_examples": 32}],
+        analysis={"baseline": "none", "alpha": 0.05, "margin": 0.05})
+    path = write_protocol(tmp_path, data)
+    specs = expand(load_protocol(path))
+    pilot_ids = {s.run_id for s in specs if s.masker["name"] == "none"}
+
+    out = study("pilot", path, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "verdict tiny/minilm-l1: collapsed (2 of 2 runs)" in out.stdout
+    assert "whole grid (4 runs): ~" in out.stdout and "CPU-slot-hours" in out.stdout
+    first = _attempts(store)
+    assert set(first) == pilot_ids and all(a == 1 for a, _ in first.values())  # the baseline's 2 seeds only
+
+    again = study("pilot", path, cwd=tmp_path)  # nothing new to run: the table again, no training
+    assert again.returncode == 0 and "0 to run" in again.stderr
+    assert _attempts(store) == first
+
+    run = study("run", path, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "warning: the pilot found tiny/minilm-l1 collapsed (2 of 2 runs)" in run.stderr
+    assert "4 runs (2 new), 2 done, 0 failed, 2 to run" in run.stderr
+    after = _attempts(store)
+    assert len(after) == 4
+    assert {r: after[r] for r in pilot_ids} == first  # same attempts, same start times: not retrained
+    with sqlite3.connect(store) as c:
+        assert c.execute("SELECT COUNT(*) FROM events WHERE kind='pilot'").fetchone()[0] == 2
+
+
+def test_pilot_bad_seed_count_is_a_clean_error(tmp_path):
+    path = write_protocol(tmp_path, tiny_protocol_dict(store=str(tmp_path / "s.sqlite")))
+    out = study("pilot", path, "--seeds", "9", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(path) in out.stderr and "--seeds 3 or fewer" in out.stderr
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_pilot_says_ok_for_a_cell_that_learns(tmp_path):
+    """The DESIGN.md regime (2 layers, 800 tweets, 3 epochs, lr 1e-4) learns: no run collapses."""
+    data = tiny_protocol_dict(
+        seeds=[0, 1, 2, 3, 4, 5], store=str(tmp_path / "runs" / "l.sqlite"),
+        tasks=[{"name": "tweets", "dataset": "tweets-sentiment", "max_train_examples": 800,
+                "max_eval_examples": 400}],
+        models=[{"name": "minilm-l2", "source": "builtin:minilm-l6", "num_hidden_layers": 2}],
+        training={"epochs": 3, "batch_size": 32, "learning_rate": 1.0e-4, "max_length": 48, "warmup_ratio": 0.1,
+                  "weight_decay": 0.01},
+        analysis={"baseline": "none", "alpha": 0.05, "margin": 0.02})
+    path = write_protocol(tmp_path, data)
+    out = study("pilot", path, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = next(ln for ln in out.stdout.splitlines() if ln.startswith("tweets "))
+    assert row.split()[8] == "0/2", row  # collapsed column: no run collapsed
+    verdict = next(ln for ln in out.stdout.splitlines() if ln.startswith("verdict tweets/minilm-l2: "))
+    assert "collapsed" not in verdict
