@@ -41,8 +41,8 @@ a. *First sightings after step 1.* The reference keeps one global ``first_step_d
 b. *What the budget is over.* The reference counts every token of the tokenised training set,
    [CLS]/[SEP] included, when it solves for λ (they are never seen, so φ = 1), yet never masks
    them: on maskable tokens its realised rate is below the budget (0.144–0.149 at 0.15 once every
-   type is seen, on MRPC, CoLA and tweets: the shorter the sentences, the lower). The project counts only eligible tokens, so the expected rate on maskable tokens
-   equals the budget.
+   type is seen, on MRPC, CoLA and tweets: the shorter the sentences, the lower). The project
+   counts only eligible tokens, so the expected rate on maskable tokens equals the budget.
 
 **Realised rate above the budget in the first epoch.** Types not seen yet have ŝ = 1, the
 highest propensity. During the first epoch a type not seen yet has all its occurrences still
