@@ -125,7 +125,7 @@ def run_pilot(protocol: Protocol, specs: list[RunSpec], seeds: int = 2, maskers:
     for v in verdicts.itertuples(index=False):
         print(f"verdict {v.task}/{v.model}: {v.verdict}", file=out)
     _record(protocol, table, pilot)
-    return EXIT_OK
+    return code  # 0, or 1 when some pilot runs failed (the table covers those that finished)
 
 
 def _record(protocol: Protocol, table, pilot: list[RunSpec]) -> None:

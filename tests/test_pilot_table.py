@@ -119,3 +119,20 @@ def test_verdicts():
     assert table["verdict"].iloc[0] == "ok" and table["seeds_needed"].iloc[0] == 2
     table = pilot_table(runs, preds, [("mask", "none")], margin=None, planned_seeds=5)
     assert table["verdict"].iloc[0].startswith("ok (no margin declared")
+
+
+def test_pilot_specs_pick_the_first_seeds_of_the_baselines():
+    from pathlib import Path
+
+    from study.pilot import baseline_maskers, pilot_specs
+    from study.protocol import load_protocol
+    from study.spec import expand
+
+    p = load_protocol(Path(__file__).resolve().parents[1] / "protocols" / "typhoon-replication-offline.yaml")
+    specs = expand(p)
+    assert baseline_maskers(p) == ["random", "whole-word"]  # the baselines of its comparisons
+    base = pilot_specs(p, specs, 2, "baseline")
+    assert len(base) == 2 * 2 * 3 * 2 and {s.seed for s in base} == {0, 1}
+    assert {s.masker["name"] for s in base} == {"random", "whole-word"}
+    assert len(pilot_specs(p, specs, 3, "all")) == 3 * 2 * 3 * 3
+    assert {s.run_id for s in base} <= {s.run_id for s in specs}  # ordinary runs of the grid
