@@ -6,7 +6,8 @@ Pilot runs are ordinary runs of the grid — same run_ids, same store, run by th
 The statistics are :func:`analysis.pilot.pilot_table`; this module selects the runs, renders the
 table and records the verdicts as a ``pilot`` event in the store (taking the driver lock for that
 one write: the driver is the store's only writer), which ``study run`` reads to warn about
-collapsed cells (:func:`warn_collapsed`). :func:`load_pilot_table` gives the report the table.
+collapsed cells (:func:`warn_collapsed`). :func:`recorded_pilot_table` gives the report the table
+of the latest recorded pilot (not wired into the PDF yet).
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ def _record(protocol: Protocol, table, pilot: list[RunSpec]) -> None:
             lock.release()
 
 
-def collapsed_cells(protocol: Protocol, specs: list[RunSpec]) -> list[dict]:
-    """Cells the latest pilot found collapsed, if their pilot runs are still part of this grid."""
+def recorded_cells(protocol: Protocol, specs: list[RunSpec]) -> list[dict]:
+    """The latest pilot's cells (task, model, verdict, collapsed, run_ids) whose pilot runs are all
+    still part of this grid; [] when no pilot was recorded."""
     from study.store import Store
 
     if not protocol.store_path.exists():
@@ -165,7 +167,18 @@ def collapsed_cells(protocol: Protocol, specs: list[RunSpec]) -> list[dict]:
         return []
     ids = {s.run_id for s in specs}
     cells = json.loads(events.iloc[-1]["message"])["cells"]
-    return [c for c in cells if c["collapsed"] and c["run_ids"] and set(c["run_ids"]) <= ids]
+    return [c for c in cells if c["run_ids"] and set(c["run_ids"]) <= ids]
+
+
+def recorded_pilot_table(protocol: Protocol, specs: list[RunSpec]):
+    """The pilot table of the latest recorded pilot (for the report), or None when there is none."""
+    ids = {r for c in recorded_cells(protocol, specs) for r in c["run_ids"]}
+    return load_pilot_table(protocol, [s for s in specs if s.run_id in ids]) if ids else None
+
+
+def collapsed_cells(protocol: Protocol, specs: list[RunSpec]) -> list[dict]:
+    """Cells the latest pilot found collapsed, if their pilot runs are still part of this grid."""
+    return [c for c in recorded_cells(protocol, specs) if c["collapsed"]]
 
 
 def warn_collapsed(protocol: Protocol, specs: list[RunSpec], stream=None) -> None:
