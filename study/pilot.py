@@ -24,8 +24,9 @@ PILOT_EVENT = "pilot"
 
 
 def baseline_maskers(protocol: Protocol) -> list[str]:
-    """The maskers the study compares against, in protocol order."""
-    wanted = {b for _, b in protocol.comparisons()} or {protocol.analysis.baseline}
+    """The maskers the study compares against, in protocol order (a protocol without a comparison:
+    its baseline, else its first masker)."""
+    wanted = {b for _, b in protocol.comparisons()} or {protocol.analysis.baseline or protocol.maskers[0].name}
     return [m.name for m in protocol.maskers if m.name in wanted]
 
 
