@@ -1,8 +1,8 @@
 """``study pilot`` through the real CLI: real runs in worker processes, the real SQLite store.
 
 A tiny collapsed cell (16 tweets, one layer, one epoch) runs in the default suite, with the
-reuse of its pilot runs by ``study run``; a cell that learns needs the documented demo regime
-(2 layers, 800 tweets, 3 epochs) and is marked slow.
+reuse of its pilot runs by ``study run``; a cell that learns needs the demo's regime (2 layers, 800 tweets, 3 epochs, lr 3e-4) and is
+marked slow.
 """
 
 from __future__ import annotations
@@ -77,19 +77,22 @@ def test_pilot_bad_seed_count_is_a_clean_error(tmp_path):
 
 @pytest.mark.slow
 def test_pilot_says_ok_for_a_cell_that_learns(tmp_path):
-    """The DESIGN.md regime (2 layers, 800 tweets, 3 epochs, lr 1e-4) learns: no run collapses."""
+    """The demo's regime (2 layers, 800 tweets, 3 epochs, lr 3e-4: macro-F1 0.52–0.63 per seed in
+    the issue's demo runs) learns: its pilot run does not collapse. (lr 1e-4 does not: measured
+    macro-F1 0.200, accuracy 0.43 = the majority class.) One seed: ~15 min on a loaded 2-core box."""
     data = tiny_protocol_dict(
         seeds=[0, 1, 2, 3, 4, 5], store=str(tmp_path / "runs" / "l.sqlite"),
         tasks=[{"name": "tweets", "dataset": "tweets-sentiment", "max_train_examples": 800,
                 "max_eval_examples": 400}],
         models=[{"name": "minilm-l2", "source": "builtin:minilm-l6", "num_hidden_layers": 2}],
-        training={"epochs": 3, "batch_size": 32, "learning_rate": 1.0e-4, "max_length": 48, "warmup_ratio": 0.1,
+        training={"epochs": 3, "batch_size": 32, "learning_rate": 3.0e-4, "max_length": 48, "warmup_ratio": 0.1,
                   "weight_decay": 0.01},
         analysis={"baseline": "none", "alpha": 0.05, "margin": 0.02})
     path = write_protocol(tmp_path, data)
-    out = study("pilot", path, cwd=tmp_path)
+    out = study("pilot", path, "--seeds", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     row = next(ln for ln in out.stdout.splitlines() if ln.startswith("tweets "))
-    assert row.split()[8] == "0/2", row  # collapsed column: no run collapsed
+    assert row.split()[8] == "0/1", row  # collapsed column: the run learned
+    assert float(row.split()[5]) > float(row.split()[6]) + 0.1  # well above the majority level
     verdict = next(ln for ln in out.stdout.splitlines() if ln.startswith("verdict tweets/minilm-l2: "))
     assert "collapsed" not in verdict
