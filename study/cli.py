@@ -1,4 +1,4 @@
-"""The ``study`` command: validate, plan, run, status, analyze, report, export.
+"""The ``study`` command: validate, plan, pilot, run, status, analyze, report, export.
 
 Exit codes: 0 success, 1 some runs failed, 2 bad input (the message names the file, the key
 and the fix, and nothing is written), 3 another driver holds the store, 130 interrupted.
@@ -114,7 +114,19 @@ def cmd_run(args) -> int:
 
     p = _load(args.protocol)
     _check_data(p)
-    return execute(p, _grid(p), backend=args.backend, gpus=parse_gpus(args.gpus), retry_failed=args.retry_failed)
+    specs = _grid(p)
+    from study.pilot import warn_collapsed
+
+    warn_collapsed(p, specs)
+    return execute(p, specs, backend=args.backend, gpus=parse_gpus(args.gpus), retry_failed=args.retry_failed)
+
+
+def cmd_pilot(args) -> int:
+    from study.pilot import run_pilot
+
+    p = _load(args.protocol)
+    _check_data(p)
+    return run_pilot(p, _grid(p), seeds=args.seeds, maskers=args.maskers)
 
 
 def cmd_status(args) -> int:
@@ -193,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure throughput with a few training steps when no finished run of a model exists "
                          "(auto, the default), always, or never")
     pl.set_defaults(fn=cmd_plan)
+    pi = sub.add_parser("pilot", help="run the first seeds of every cell, then say whether each learns, how noisy "
+                                      "it is, how many seeds it needs and what the grid will cost")
+    pi.add_argument("protocol")
+    pi.add_argument("--seeds", type=int, default=2, help="how many of the protocol's first seeds to run (default 2)")
+    pi.add_argument("--maskers", choices=["baseline", "all"], default="baseline",
+                    help="run the baseline masker(s) only (default) or every masker (adds paired-difference SDs)")
+    pi.set_defaults(fn=cmd_pilot)
     st = sub.add_parser("status", help="counts of done / failed / running / pending runs, and the running driver")
     st.add_argument("protocol")
     st.add_argument("--failures", action="store_true", help="print the last traceback of each failed run")

@@ -31,6 +31,10 @@ class TyphoonParams(ScheduledRate):
     ema: float = 0.8  # α: weight of the new batch estimate in the EMA
     spread: float = 0.4  # f: 0 = uniform masking, towards 1 = masking follows saliency
     report_top: int = 10  # how many most/least salient types the run records
+    # True: behave exactly as the reference code (cs324-final-project-2023, masking.py) in the two
+    # respects where the project differs by default; see study/maskers/typhoon.py. Off by default,
+    # so existing protocols keep their run_ids (a default is not hashed) and their results.
+    reference: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -41,6 +45,9 @@ class TyphoonParams(ScheduledRate):
                              "φ = 1 − f + f·ŝ must stay positive; the default is 0.4")
         if self.report_top < 0:
             raise ParamError("report_top", f"must be non-negative, got {self.report_top}")
+        if not isinstance(self.reference, bool):
+            raise ParamError("reference", f"must be true or false, got {self.reference!r}",
+                             "write `reference: true` to reproduce the reference code")
 
 
 @dataclass(frozen=True)
