@@ -43,7 +43,8 @@ def model_key(model: dict) -> tuple:
 
 
 def task_key(task: dict) -> tuple:
-    return (task["dataset"], task.get("max_train_examples"), task.get("max_eval_examples"), task.get("data_seed", 0))
+    return (task["dataset"], task.get("max_train_examples"), task.get("max_eval_examples"), task.get("data_seed", 0),
+            task.get("data_sha256"))
 
 
 def shape_key(spec: RunSpec) -> tuple:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.metrics import METRICS, compute_metrics, confusion_matrix, metric_from_confusion, weighted_f1
+from analysis.metrics import (
+    METRICS,
+    compute_metrics,
+    confusion_matrix,
+    metric_from_confusion,
+    weighted_f1,
+)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
