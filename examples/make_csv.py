@@ -21,7 +21,8 @@ from study.tasks.base import stratified_subsample  # noqa: E402
 SIZES = {"train": 600, "eval": 300}
 
 
-def main(out: Path = Path(__file__).resolve().parent / "data") -> None:
+def main(out: Path | None = None) -> None:
+    out = out or Path(__file__).resolve().parent / "data"
     names = DATASETS.get("tweets-sentiment").label_names
     out.mkdir(parents=True, exist_ok=True)
     for split, examples in zip(SIZES, load_full_splits("tweets-sentiment"), strict=True):

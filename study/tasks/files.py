@@ -139,7 +139,12 @@ def read_rows(path: Path, fmt: str, key: str) -> list[dict]:
         return pd.read_parquet(path).to_dict("records")
     from study.tasks.conll import read_conll
 
-    return [{"tokens": tokens, "tags": tags} for tokens, tags in read_conll(path)]
+    try:
+        sentences = read_conll(path)
+    except TaskDataError as e:
+        raise FieldError(key, str(e).split("; fix:")[0], "one `token<TAB>tag` per line, a blank line between "
+                         "sentences, `#` comment lines") from None
+    return [{"tokens": tokens, "tags": tags} for tokens, tags in sentences]
 
 
 def _hub_rows(cfg) -> tuple[list[dict], list[dict], str, str]:
@@ -253,6 +258,7 @@ def data_sha256(cfg) -> str | None:
     h = hashlib.sha256()
     for key in ("train_file", "eval_file"):
         path = Path(getattr(cfg, key))
+        file_format(cfg, key)  # an unknown extension is the first thing to say
         if not path.is_file():
             raise FieldError(key, f"{path}: file not found", "check the path (relative to the protocol file)")
         h.update(hashlib.sha256(path.read_bytes()).digest())
