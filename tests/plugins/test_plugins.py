@@ -1,5 +1,6 @@
 """Masker plugins through the real CLI: errors exit 2 naming the plugin; a plugin kind trains in
-forked and spawned workers; editing a plugin changes only its own runs' ids."""
+forked and spawned workers (on a CSV task: file datasets reach the workers too); editing a plugin
+changes only its own runs' ids."""
 
 from __future__ import annotations
 
@@ -98,19 +99,34 @@ def test_editing_a_plugin_changes_only_its_runs_ids(tmp_path):
     assert _plan_ids(moved, _protocol(moved, ["plug/span_masking.py"], seeds=[0, 1])) == after
 
 
+def _csv_task(folder: Path) -> list[dict]:
+    """A local CSV task with string labels (the workers read it from absolute paths in the spec)."""
+    folder.mkdir()
+    for split, n in (("train", 24), ("eval", 9)):
+        lines = ["text,mood"] + [f"sentence {i} is {('good', 'bad', 'fine')[i % 3]} today,{('pos', 'neg', 'mid')[i % 3]}"
+                                 for i in range(n)]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return [{"name": "moods", "dataset": "file", "train_file": "data/train.csv", "eval_file": "data/eval.csv",
+             "text_fields": ["text"], "label_field": "mood", "metric": "weighted_f1"}]
+
+
 @pytest.mark.parametrize("start", ["forkserver", "spawn"])
 def test_plugin_masker_trains_in_every_local_launcher(tmp_path, start):
     shutil.copy(EXAMPLE, tmp_path / "span_masking.py")
-    path = _protocol(tmp_path, ["span_masking.py"], MASKERS[::2], execution={"worker_start": start})
+    path = _protocol(tmp_path, ["span_masking.py"], MASKERS[::2], execution={"worker_start": start},
+                     tasks=_csv_task(tmp_path / "data"))
     out = cli("run", path, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert ("workers forked from a preloaded server" if start == "forkserver" else "workers fresh interpreters") \
         in out.stderr
     assert "fresh interpreter instead" not in out.stderr
-    rows = query(tmp_path / "runs" / "exec.sqlite",
-                 "SELECT masker_kind, status, realised_mask_rate, masker_state, env FROM runs ORDER BY masker_kind")
-    assert [(k, s) for k, s, *_ in rows] == [("none", "done"), ("span", "done")]
-    kind, _, rate, state, env = rows[1]
+    store = tmp_path / "runs" / "exec.sqlite"
+    rows = query(store, "SELECT masker_kind, status, realised_mask_rate, masker_state, env, primary_metric FROM runs "
+                        "ORDER BY masker_kind")
+    assert [(k, s, m) for k, s, *_, m in rows] == [("none", "done", "weighted_f1"), ("span", "done", "weighted_f1")]
+    assert json.loads(rows[0][4])["labels"] == ["mid", "neg", "pos"]
+    assert query(store, "SELECT COUNT(*) FROM predictions") == [(18,)]
+    kind, _, rate, state, env, _ = rows[1]
     assert 0.05 < rate < 0.4  # the plugin's apply ran on the training batches
     assert json.loads(state) == {"expected_span_length": pytest.approx(2.0 - 2 ** -9)}  # Σ_{k<10} 0.5^k
     assert json.loads(env)["env_vars"]["MASKSTUDY_WORKER_START"] == start
