@@ -130,3 +130,19 @@ def test_plugin_masker_trains_in_every_local_launcher(tmp_path, start):
     assert 0.05 < rate < 0.4  # the plugin's apply ran on the training batches
     assert json.loads(state) == {"expected_span_length": pytest.approx(2.0 - 2 ** -9)}  # Σ_{k<10} 0.5^k
     assert json.loads(env)["env_vars"]["MASKSTUDY_WORKER_START"] == start
+
+
+@pytest.mark.parametrize("backend", ["ray", "slurm"])
+def test_plugin_masker_trains_through_ray_and_slurm(tmp_path, backend):
+    """Ray tasks and Slurm jobs (submitit's local executor) import the plugin from the spec too."""
+    pytest.importorskip("ray" if backend == "ray" else "submitit")
+    shutil.copy(EXAMPLE, tmp_path / "span_masking.py")
+    execution = {"ray": {"num_cpus": 1}} if backend == "ray" else \
+        {"slurm": {"executor": "local", "gpus_per_task": 0, "time_min": 10, "folder": str(tmp_path / "slurm")}}
+    path = _protocol(tmp_path, ["span_masking.py"], MASKERS[::2], execution=execution,
+                     tasks=_csv_task(tmp_path / "data"))
+    out = cli("run", path, "--backend", backend, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = query(tmp_path / "runs" / "exec.sqlite",
+                 "SELECT masker_kind, status, realised_mask_rate FROM runs ORDER BY masker_kind")
+    assert [r[:2] for r in rows] == [("none", "done"), ("span", "done")] and 0.05 < rows[1][2] < 0.4
