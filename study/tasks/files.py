@@ -24,6 +24,7 @@ config and split (pin a revision by downloading it to a folder if that matters).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import json
@@ -271,33 +272,24 @@ def check_metric(metric: str, num_labels: int) -> None:
                          "use macro_f1, weighted_f1 or accuracy")
 
 
-def _key(cfg) -> tuple:
-    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(vars(cfg).items()))
-
-
 @functools.lru_cache(maxsize=16)
-def _cached(key: tuple) -> TaskData:
-    cfg = _Cfg(dict(key))
+def _cached(cfg) -> TaskData:
     if cfg.data_sha256 and data_sha256(cfg) != cfg.data_sha256:
         raise TaskDataError(f"{cfg.train_file} / {cfg.eval_file} changed since the runs were planned "
                             "(data_sha256 differs); re-run `study run` so the run_ids follow the data")
     full_train, full_eval, names = load_splits(cfg)
     metric = cfg.metric or DEFAULT_METRIC
     check_metric(metric, len(names))
-    train = stratified_subsample(full_train, cfg.max_train_examples, int(cfg.data_seed or 0))
-    eval_ = stratified_subsample(full_eval, cfg.max_eval_examples, int(cfg.data_seed or 0))
+    train = stratified_subsample(full_train, cfg.max_train_examples, cfg.data_seed)
+    eval_ = stratified_subsample(full_eval, cfg.max_eval_examples, cfg.data_seed)
     return TaskData(dataset=cfg.dataset, train=train, eval=eval_, num_labels=len(names), label_names=names,
                     primary_metric=metric, fingerprint=fingerprint(train, eval_))
 
 
-class _Cfg:
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
-        self.text_fields = tuple(values.get("text_fields") or ())
-
-
 def load_task(cfg) -> TaskData:
-    return _cached(_key(cfg))
+    """TaskData for a TaskConfig of a ``file`` or ``hf:`` dataset, parsed once per process."""
+    # A spec read back from JSON carries text_fields as a list; the cache key needs a tuple.
+    return _cached(dataclasses.replace(cfg, text_fields=tuple(cfg.text_fields or ()) or None))
 
 
 def clear_cache() -> None:
