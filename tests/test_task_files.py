@@ -198,3 +198,17 @@ def test_example_csv_maker_and_protocol_validate(tmp_path):
     out = subprocess.run([sys.executable, "-m", "study.cli", "validate", "examples/span-masking.yaml"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "9 runs" in out.stdout, out.stderr
+
+
+def test_hub_name_validates_offline_and_edited_data_is_refused_by_the_worker(tmp_path):
+    from study.protocol import TaskConfig
+
+    proto = load_protocol(_protocol(tmp_path, {"dataset": "hf:someone/reviews:en", "text_fields": ["text"]}))
+    assert proto.tasks[0].data_sha256 is None  # a hub dataset: name, config and split identify it
+    spec = expand(load_protocol(_protocol(tmp_path, _good_files(tmp_path))))[0]
+    clear_cache()
+    assert len(load_task(TaskConfig(**spec.task)).train) == 12  # what a worker does with the spec
+    _write_csv(tmp_path / "eval.csv", ["text", "label"], [("changed", "pos")])
+    clear_cache()
+    with pytest.raises(TaskDataError, match="changed since the runs were planned"):
+        load_task(TaskConfig(**spec.task))
