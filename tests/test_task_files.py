@@ -174,6 +174,8 @@ ERRORS = {
     "no text fields": (lambda t: {"text_fields": None}, ["tasks[0].text_fields", "required"]),
     "binary metric, 3 labels": (lambda t: {"metric": "mcc"}, ["tasks[0].metric", "binary metric", "3 labels"]),
     "unknown metric": (lambda t: {"metric": "weighted-f1"}, ["tasks[0].metric", "Did you mean 'weighted_f1'"]),
+    "CoNLL for a sequence task": (lambda t: (t / "train.conll").write_text("a\tX\n") and {"train_file": "train.conll"},
+                                  ["tasks[0].format", "train.conll", "one tag per token"]),
     "file keys on a built-in": (lambda t: {"dataset": "tweets-sentiment"}, ["tasks[0].train_file", "only applies"]),
 }
 

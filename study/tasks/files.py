@@ -179,9 +179,9 @@ def _source_rows(cfg):
 def _check_columns(rows: list[dict], where: str, key: str, cfg) -> None:
     if not rows:
         raise FieldError(key, f"{where}: the split is empty", "give it at least one example")
-    if "tokens" in rows[0] and "tags" in rows[0] and cfg.text_fields != ("tokens",):
-        raise FieldError("format", f"{where}: CoNLL holds one tag per token, not a label per text",
-                         "use it for a token-classification task")
+    if set(rows[0]) == {"tokens", "tags"}:  # read from CoNLL
+        raise FieldError("format", f"{where}: CoNLL holds one tag per token, not one label per text",
+                         "use CoNLL files for a token-classification task")
     columns = list(rows[0])
     for field_key, names in (("text_fields", cfg.text_fields), ("label_field", (cfg.label_field,))):
         for col in names:
