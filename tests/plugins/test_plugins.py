@@ -146,3 +146,24 @@ def test_plugin_masker_trains_through_ray_and_slurm(tmp_path, backend):
     rows = query(tmp_path / "runs" / "exec.sqlite",
                  "SELECT masker_kind, status, realised_mask_rate FROM runs ORDER BY masker_kind")
     assert [r[:2] for r in rows] == [("none", "done"), ("span", "done")] and 0.05 < rows[1][2] < 0.4
+
+
+def test_importable_module_plugin(tmp_path, monkeypatch):
+    from study.protocol import load_protocol
+    from study.spec import expand
+
+    (tmp_path / "my_module_maskers.py").write_text(GOOD.format(kind="from-a-module"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    maskers = [MASKERS[0], {"name": "mod", "kind": "from-a-module", "rate": 0.3}]
+    path = _protocol(tmp_path, ["my_module_maskers"], maskers)
+    try:
+        specs = expand(load_protocol(path))
+        assert specs[1].plugins == ["my_module_maskers"] and specs[1].plugin_sha256 and specs[0].plugin_sha256 is None
+        assert expand(load_protocol(path))[1].run_id == specs[1].run_id  # loaded again in one process: same kind
+    finally:  # this process's registry is shared with other tests: leave it as it was
+        from study import plugins
+        from study.maskers import MASKERS as registry
+
+        registry.unregister("from-a-module")
+        plugins._LOADED.pop("my_module_maskers", None)
+        sys.modules.pop("my_module_maskers", None)
