@@ -60,6 +60,18 @@ def macro_f1(labels, predictions, num_labels: int | None = None):
     return np.mean(np.stack(scores, axis=0), axis=0)
 
 
+def weighted_f1(labels, predictions, num_labels: int | None = None):
+    """Per-class F1 averaged with weights = each class's support (its count in ``labels``).
+
+    Equal to scikit-learn's ``f1_score(average="weighted")``: a class with no true examples
+    weighs nothing; 0 when ``labels`` is empty. ``num_labels`` as in :func:`macro_f1`.
+    """
+    y = np.asarray(labels)
+    p = np.asarray(predictions)
+    k = num_labels if num_labels is not None else int(max(y.max(), p.max())) + 1
+    return metric_from_confusion("weighted_f1", confusion_matrix(y, p, k))
+
+
 def matthews_corrcoef(labels, predictions):
     """Binary Matthews correlation (GLUE CoLA's metric); 0 when undefined, as scikit-learn does."""
     tp, fp, fn, tn = _counts(labels, predictions)
@@ -71,8 +83,12 @@ METRICS: dict[str, MetricFn] = {
     "accuracy": accuracy,
     "f1": f1,
     "macro_f1": macro_f1,
+    "weighted_f1": weighted_f1,
     "mcc": matthews_corrcoef,
 }
+
+
+PER_CLASS = frozenset({"macro_f1", "weighted_f1"})  # averages over classes: take num_labels
 
 
 def get_metric(name: str) -> MetricFn:
@@ -86,7 +102,7 @@ def compute_metrics(labels, predictions, primary: str, num_labels: int | None = 
     """The primary metric plus accuracy, as plain floats (what every run records)."""
     out = {"accuracy": float(accuracy(labels, predictions))}
     fn = get_metric(primary)
-    value = fn(labels, predictions, num_labels) if primary == "macro_f1" else fn(labels, predictions)
+    value = fn(labels, predictions, num_labels) if primary in PER_CLASS else fn(labels, predictions)
     out[primary] = float(value)
     return out
 
@@ -121,7 +137,8 @@ def _binary_from_confusion(cm: np.ndarray, positive: int = 1):
 def metric_from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
     """The metric ``name`` of confusion matrices ``cm`` (..., K, K) -> (...).
 
-    ``macro_f1`` averages over all K classes, i.e. ``macro_f1(..., num_labels=K)``.
+    ``macro_f1`` averages over all K classes, i.e. ``macro_f1(..., num_labels=K)``;
+    ``weighted_f1`` weighs each class's F1 by its row total (support).
     """
     cm = np.asarray(cm, dtype=float)
     get_metric(name)  # the same unknown-name error everywhere
@@ -138,4 +155,8 @@ def metric_from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
     diag = np.diagonal(cm, axis1=-2, axis2=-1)
     fp = cm.sum(axis=-2) - diag
     fn = cm.sum(axis=-1) - diag
-    return _safe_div(2 * diag, 2 * diag + fp + fn).sum(axis=-1) / k
+    per_class = _safe_div(2 * diag, 2 * diag + fp + fn)
+    if name == "weighted_f1":
+        support = cm.sum(axis=-1)
+        return _safe_div((per_class * support).sum(axis=-1), support.sum(axis=-1))
+    return per_class.sum(axis=-1) / k

@@ -36,7 +36,7 @@ import pandas as pd
 
 from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng, warn
 from analysis.audit import pair_runs
-from analysis.metrics import get_metric, metric_from_confusion
+from analysis.metrics import PER_CLASS, get_metric, metric_from_confusion
 
 PRED_COLUMNS = ("task", "model", "masker", "seed", "example_id", "label", "prediction")
 COLUMNS = [
@@ -136,7 +136,7 @@ def resample_scores_loop(labels, pred_t, pred_b, metric, num_labels, seed_idx, e
     MultiBERTs reference structure). ``pred_*`` (S, N); ``seed_idx`` (B, S); ``ex_idx``
     (B, N). Returns two (B,) arrays."""
     fn = get_metric(metric)
-    kw = {"num_labels": num_labels} if metric == "macro_f1" else {}
+    kw = {"num_labels": num_labels} if metric in PER_CLASS else {}
     labels = np.asarray(labels)
     out_t, out_b = np.empty(len(ex_idx)), np.empty(len(ex_idx))
     for i, (si, ei) in enumerate(zip(seed_idx, ex_idx, strict=True)):

@@ -33,6 +33,15 @@ class TaskConfig:
     max_eval_examples: int | None = None
     data_dir: str | None = None  # local copy of the data; a path, so never part of run_id
     data_seed: int = 0  # seed of the stratified subsample, the same for every run
+    # dataset: file | hf:<name>[:<config>] (study.tasks.files): where the rows are and which columns to read
+    train_file: str | None = None  # relative to the protocol file; made absolute, never part of run_id
+    eval_file: str | None = None
+    eval_split: str | None = None  # hf: only; default validation, else test
+    text_fields: tuple[str, ...] | None = None  # one column, or two for sentence pairs
+    label_field: str = "label"
+    metric: str | None = None  # primary metric (analysis.metrics.METRICS); default: the dataset's
+    format: Literal["csv", "tsv", "jsonl", "json", "parquet", "conll"] | None = None  # default: from the extension
+    data_sha256: str | None = None  # computed from the files' bytes when the protocol loads (run_id hashes it)
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ class Protocol:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     description: str = ""
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
+    # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
+    plugins: tuple = ()
     source: str | None = None  # the file it came from
     sha256: str = ""  # hash of the file's bytes, printed in reports
 
@@ -324,9 +335,13 @@ def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Prot
     data = dict(data)
     seeds = _parse_seeds(conv, data.pop("seeds", None))
     maskers_raw = data.pop("maskers", None)
-    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "", skip=("source", "sha256"))
-    maskers = _parse_maskers(conv, maskers_raw)
-    proto = dataclasses.replace(base, seeds=seeds, maskers=maskers, source=file, sha256=sha256)
+    # Plugins first: they register the masker kinds the maskers list may use.
+    plugins = _load_plugins(conv, data.pop("plugins", []), Path(file).parent if file else None)
+    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "", skip=("source", "sha256", "plugins"))
+    maskers = _parse_maskers(conv, maskers_raw, plugins)
+    tasks = _resolve_task_files(conv, base.tasks, Path(file).parent if file else Path.cwd())
+    proto = dataclasses.replace(base, seeds=seeds, maskers=maskers, source=file, sha256=sha256, plugins=plugins,
+                                tasks=tasks)
     _check_semantics(conv, proto)
     return proto
 
@@ -362,7 +377,40 @@ class _SeedRange:
     count: int
 
 
-def _parse_maskers(conv: _Converter, raw) -> tuple[MaskerConfig, ...]:
+def _resolve_task_files(conv: _Converter, tasks, base_dir: Path) -> tuple[TaskConfig, ...]:
+    """File paths relative to the protocol's folder → absolute; the files' hash → ``data_sha256``."""
+    from study.tasks import files
+
+    out = []
+    for i, t in enumerate(tasks):
+        if t.data_sha256 is not None:
+            conv.fail(f"tasks[{i}].data_sha256", "is computed from the data files", "remove it")
+        paths = {k: str((base_dir / Path(getattr(t, k)).expanduser()).resolve())
+                 for k in ("train_file", "eval_file") if getattr(t, k)}
+        t = dataclasses.replace(t, **paths)
+        if t.dataset == "file" and t.train_file and t.eval_file:
+            try:
+                t = dataclasses.replace(t, data_sha256=files.data_sha256(t))
+            except files.FieldError as e:
+                conv.fail(f"tasks[{i}].{e.field}", e.problem, e.fix)
+        out.append(t)
+    return tuple(out)
+
+
+def _load_plugins(conv: _Converter, raw, base_dir: Path | None) -> tuple:
+    from study import plugins
+
+    entries = conv.value(tuple[str, ...], raw if raw is not None else [], "plugins")
+    loaded = []
+    for i, entry in enumerate(entries):
+        try:
+            loaded.append(plugins.load(plugins.resolve_ref(entry, base_dir)))
+        except plugins.PluginError as e:
+            conv.fail(f"plugins[{i}]", e.problem, e.fix)
+    return tuple(loaded)
+
+
+def _parse_maskers(conv: _Converter, raw, plugins: tuple = ()) -> tuple[MaskerConfig, ...]:
     from study.maskers.base import ParamError
     from study.registry import masker_kinds, masker_params
 
@@ -386,12 +434,13 @@ def _parse_maskers(conv: _Converter, raw) -> tuple[MaskerConfig, ...]:
         if kind not in kinds:
             conv.fail(f"{path}.kind", f"unknown masker kind {kind!r}.{did_you_mean(str(kind), kinds)}",
                       f"use one of {', '.join(kinds)}")
+        origin = next((f" (kind {kind!r} comes from plugin {p.ref})" for p in plugins if kind in p.kinds), "")
         try:
             params = conv.dataclass(masker_params(kind), item, path)
         except ParamError as e:
-            conv.fail(f"{path}.{e.field}", e.problem, e.fix)
+            conv.fail(f"{path}.{e.field}", e.problem + origin, e.fix)
         except (ValueError, TypeError) as e:  # a Params __post_init__ without a field name
-            conv.fail(path, str(e))
+            conv.fail(path, str(e) + origin)
         out.append(MaskerConfig(name=name, kind=kind, params=params))
     return tuple(out)
 
@@ -406,8 +455,9 @@ def _check_unique(conv: _Converter, items, key: str) -> None:
 
 
 def _check_semantics(conv: _Converter, p: Protocol) -> None:
+    from analysis.metrics import METRICS
     from study.models import check_model_source
-    from study.tasks import DATASETS
+    from study.tasks import DATASETS, files
 
     if not p.name.strip():
         conv.fail("name", "must not be empty")
@@ -424,9 +474,16 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
             conv.fail(f"maskers[{i}]", f"same kind and parameters as masker {seen_cfg[sig]!r}", "remove one of them")
         seen_cfg[sig] = m.name
     for i, t in enumerate(p.tasks):
-        if t.dataset not in DATASETS:
+        if t.dataset not in DATASETS and not files.is_custom(t.dataset):
             conv.fail(f"tasks[{i}].dataset", f"unknown dataset {t.dataset!r}.{did_you_mean(t.dataset, DATASETS)}",
-                      f"use one of {', '.join(sorted(DATASETS))}")
+                      f"use one of {', '.join(sorted(DATASETS))}, `file` (local files) or `hf:<hub name>`")
+        if t.metric is not None and t.metric not in METRICS:
+            conv.fail(f"tasks[{i}].metric", f"unknown metric {t.metric!r}.{did_you_mean(t.metric, METRICS)}",
+                      f"use one of {', '.join(sorted(METRICS))}")
+        try:
+            files.check_data(t)
+        except files.FieldError as e:
+            conv.fail(f"tasks[{i}].{e.field}", e.problem, e.fix)
         for k in ("max_train_examples", "max_eval_examples"):
             v = getattr(t, k)
             if v is not None and v < 2:

@@ -41,6 +41,10 @@ class Registry:
         self._entries[name] = obj
         return obj
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plugin reloaded after an edit re-registers its kinds)."""
+        self._entries.pop(name, None)
+
     def unknown(self, name: str) -> str:
         """The message for a miss: "unknown dataset 'x'. Did you mean 'y'?"."""
         return f"unknown {self.what} {name!r}.{did_you_mean(str(name), self._entries)}"
@@ -73,7 +77,7 @@ class Registry:
         try:
             yield obj
         finally:
-            del self._entries[name]
+            self.unregister(name)
 
 
 def resolve(target: str) -> Any:

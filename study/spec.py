@@ -2,7 +2,7 @@
 
 run_id covers the task (dataset, sizes, data seed), the model (source, layers, replacement
 token), the masker (kind and parameters), the seed and the training settings. It leaves out
-display names, paths (``data_dir``, the store), the study name and execution hints, so renaming
+display names, paths (``data_dir``, ``train_file``, the store, plugin locations), the study name and execution hints, so renaming
 a masker or moving data re-runs nothing, and changing one cell of a protocol changes only that
 cell's run_ids.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from study.protocol import Protocol
 
 RUN_ID_VERSION = "maskstudy-run-v1"  # bump when training semantics change, to invalidate old results
-_UNHASHED = {"name", "data_dir"}
+_UNHASHED = {"name", "data_dir", "train_file", "eval_file"}
 
 
 def canonical_json(obj: Any) -> str:
@@ -34,6 +34,8 @@ class RunSpec:
     seed: int
     training: dict
     execution: dict  # hints (determinism, threads): recorded, not hashed
+    plugins: list = dataclasses.field(default_factory=list)  # what the worker imports first: paths move, not hashed
+    plugin_sha256: str | None = None  # source hash of the plugin defining the masker kind (hashed); None: built-in
 
     @property
     def run_id(self) -> str:
@@ -49,7 +51,9 @@ class RunSpec:
             "task": _without_defaults(self.task, TaskConfig),
             "model": _without_defaults(self.model, ModelConfig),
             "masker": {"kind": self.masker["kind"],
-                       **_without_defaults(params, masker_params(self.masker["kind"]))},
+                       **_without_defaults(params, masker_params(self.masker["kind"])),
+                       # only a plugin kind's runs carry its source hash: editing it re-runs just them
+                       **({"plugin_sha256": self.plugin_sha256} if self.plugin_sha256 else {})},
             "seed": self.seed,
             "training": _without_defaults(self.training, TrainingConfig),
         }
@@ -88,9 +92,12 @@ def expand(protocol: Protocol) -> list[RunSpec]:
     ex = protocol.execution
     execution = {"deterministic": ex.deterministic, "threads_per_run": ex.threads_per_run, "tf32": ex.tf32,
                  "checkpoint_every_steps": ex.checkpoint_every_steps, "checkpoint_every_min": ex.checkpoint_every_min}
+    plugin_sha = {kind: p.sha256 for p in protocol.plugins for kind in p.kinds}
+    plugins = [p.ref for p in protocol.plugins]
     return [
         RunSpec(study=protocol.name, task=asdict(task), model=asdict(model), masker=masker.to_dict(),
-                seed=seed, training=training, execution=execution)
+                seed=seed, training=training, execution=execution, plugins=plugins,
+                plugin_sha256=plugin_sha.get(masker.kind))
         for seed in protocol.seeds
         for task in protocol.tasks
         for model in protocol.models

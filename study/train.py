@@ -29,6 +29,7 @@ from study.checkpoint import CheckpointPolicy
 from study.env import capture_env
 from study.maskers.base import MaskerContext
 from study.models import load_model
+from study.plugins import load_plugins_of
 from study.precision import Precision, configure_tf32
 from study.protocol import TaskConfig
 from study.registry import masker_class
@@ -163,6 +164,7 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
     ``execution.checkpoint_every_*`` asks for them; a checkpoint of this run found there is
     resumed from (``RunResult.resumed_from_step``)."""
     t_start = time.perf_counter()
+    load_plugins_of(spec)  # before anything reads spec.run_id: a plugin kind's Params are needed for it
     training = spec.training
     if spec.execution.get("threads_per_run"):
         torch.set_num_threads(int(spec.execution["threads_per_run"]))
@@ -277,7 +279,7 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         masker.detach()
 
     env = capture_env(device)
-    env.update(determinism=determinism, precision=precision.name, tf32=tf32)
+    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names))
     t_train = pos["t_train"]
     return RunResult(
         run_id=spec.run_id,

@@ -43,7 +43,8 @@ def model_key(model: dict) -> tuple:
 
 
 def task_key(task: dict) -> tuple:
-    return (task["dataset"], task.get("max_train_examples"), task.get("max_eval_examples"), task.get("data_seed", 0))
+    return (task["dataset"], task.get("max_train_examples"), task.get("max_eval_examples"), task.get("data_seed", 0),
+            task.get("data_sha256"))
 
 
 def shape_key(spec: RunSpec) -> tuple:
@@ -132,6 +133,10 @@ def uses_hub(spec: RunSpec) -> bool:
 
     dataset = spec.task["dataset"]
     hub_data = dataset in DATASETS and DATASETS.get(dataset).accepts_data_dir and not spec.task.get("data_dir")
+    if dataset.startswith("hf:"):  # a hub name, unless it names a local folder (study.tasks.files)
+        from pathlib import Path
+
+        hub_data = not Path(dataset[3:].partition(":")[0]).expanduser().is_dir()
     return hub_data or is_hub_source(spec.model["source"])
 
 

@@ -7,6 +7,8 @@ Datasets (the registry ``DATASETS``; primary metric in brackets):
   [accuracy] — the hub (``nyu-mll/glue``) or a local GLUE folder in ``data_dir``; eval is
   GLUE's validation split, see :mod:`study.tasks.glue`;
 - ``uci-sentiment`` [accuracy] — needs ``data_dir``; fixed hash split, see :mod:`study.tasks.uci`;
+- ``file`` and ``hf:<name>[:<config>]`` [``metric``, default macro_f1] — any local files or hub
+  dataset with a column mapping, see :mod:`study.tasks.files`;
 - ``lince-spaeng`` [macro_f1] — needs ``data_dir``; sentence-level code-switching derived
   from LinCE LID, see :mod:`study.tasks.lince`.
 
@@ -19,11 +21,12 @@ prove it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
 from study.registry import Registry
-from study.tasks import glue, lince, tweets, uci
+from study.tasks import files, glue, lince, tweets, uci
 from study.tasks.base import (
     DataFile,
     DatasetSpec,
@@ -72,6 +75,10 @@ def check_data_dir(dataset: str, data_dir: str | None) -> None:
     that every expected file exists, and that files with a header start with it — cheap
     enough for ``study validate``. The message names the file and its expected format.
     """
+    if files.is_custom(dataset):
+        if data_dir is not None:
+            raise TaskDataError(f"dataset {dataset!r} reads train_file/eval_file or the hub, not data_dir; remove it")
+        return
     spec = _spec(dataset)
     if data_dir is None:
         if spec.needs_data_dir:
@@ -138,7 +145,14 @@ def _cached_task(
 
 def load_task(cfg) -> TaskData:
     """TaskData for a TaskConfig-like ``cfg`` (dataset, data_dir, max_*_examples, data_seed)."""
-    # Resolved here so a relative data_dir means the same folder for the cache as for the run.
+    if files.is_custom(cfg.dataset):
+        return files.load_task(cfg)
+    task = _builtin_task(cfg)
+    metric = getattr(cfg, "metric", None)
+    return dataclasses.replace(task, primary_metric=metric) if metric else task
+
+
+def _builtin_task(cfg) -> TaskData:    # Resolved here so a relative data_dir means the same folder for the cache as for the run.
     data_dir = str(Path(cfg.data_dir).expanduser().resolve()) if cfg.data_dir else None
     return _cached_task(
         cfg.dataset,
@@ -153,3 +167,4 @@ def clear_cache() -> None:
     """Forget parsed files (tests that swap ``datasets.load_dataset`` need this)."""
     _cached_task.cache_clear()
     _cached_splits.cache_clear()
+    files.clear_cache()
