@@ -60,6 +60,19 @@ def macro_f1(labels, predictions, num_labels: int | None = None):
     return np.mean(np.stack(scores, axis=0), axis=0)
 
 
+def weighted_f1(labels, predictions, num_labels: int | None = None):
+    """Support-weighted mean of per-class F1 (scikit-learn's ``average="weighted"``): each class
+    weighs by its count among the labels, so classes absent from the labels weigh nothing."""
+    y = np.asarray(labels)
+    p = np.asarray(predictions)
+    k = num_labels if num_labels is not None else int(max(y.max(), p.max())) + 1
+    total = np.zeros(np.broadcast_shapes(y.shape, p.shape)[:-1])
+    for c in range(k):
+        tp, fp, fn, _ = _counts(y, p, positive=c)
+        total = total + (tp + fn) * _safe_div(2 * tp, 2 * tp + fp + fn)
+    return _safe_div(total, y.shape[-1])
+
+
 def matthews_corrcoef(labels, predictions):
     """Binary Matthews correlation (GLUE CoLA's metric); 0 when undefined, as scikit-learn does."""
     tp, fp, fn, tn = _counts(labels, predictions)
@@ -71,6 +84,7 @@ METRICS: dict[str, MetricFn] = {
     "accuracy": accuracy,
     "f1": f1,
     "macro_f1": macro_f1,
+    "weighted_f1": weighted_f1,
     "mcc": matthews_corrcoef,
 }
 
@@ -131,6 +145,11 @@ def metric_from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
     if name == "f1":
         tp, fp, fn, _ = _binary_from_confusion(cm)
         return _safe_div(2 * tp, 2 * tp + fp + fn)
+    if name == "weighted_f1":
+        diag = np.diagonal(cm, axis1=-2, axis2=-1)
+        support = cm.sum(axis=-1)
+        f1s = _safe_div(2 * diag, support + cm.sum(axis=-2))
+        return _safe_div((support * f1s).sum(axis=-1), support.sum(axis=-1))
     if name == "mcc":
         tp, fp, fn, tn = _binary_from_confusion(cm)
         return _safe_div(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
