@@ -38,7 +38,7 @@ def encode_words(tokenizer, examples, max_length: int) -> list[dict]:
         except ValueError:  # GPT-2 style: "instantiate with add_prefix_space=True to use pretokenized inputs"
             word_ids = None
     if word_ids is None:
-        inputs, word_ids = zip(*(_encode_word_by_word(tokenizer, ex.words, max_length) for ex in examples))
+        inputs, word_ids = zip(*(encode_word_by_word(tokenizer, ex.words, max_length) for ex in examples))
     out = []
     for ex, item, words in zip(examples, inputs, word_ids, strict=True):
         labels, previous = [], None
@@ -53,24 +53,33 @@ def encode_words(tokenizer, examples, max_length: int) -> list[dict]:
     return out
 
 
-def _encode_word_by_word(tokenizer, words, max_length: int) -> tuple[dict, list[int | None]]:
+def encode_word_by_word(tokenizer, words, max_length: int) -> tuple[dict, list[int | None]]:
+    """Inputs and word ids (None on specials) of ``words`` tokenized one at a time (the fallback)."""
     pieces, owner = [], []
     for i, word in enumerate(words):
         ids = tokenizer((" " if i else "") + word, add_special_tokens=False)["input_ids"]
         pieces += ids
         owner += [i] * len(ids)
-    keep = max(0, max_length - tokenizer.num_special_tokens_to_add(pair=False))
-    pieces, owner = pieces[:keep], owner[:keep]
-    input_ids = tokenizer.build_inputs_with_special_tokens(pieces)
-    special = tokenizer.get_special_tokens_mask(pieces, already_has_special_tokens=False)
-    if len(special) != len(input_ids):  # tokenizers that add nothing return a mask for the pieces only
-        special = [0] * len(input_ids)
-    it = iter(owner)
-    words_of = [None if s else next(it) for s in special]
+    prefix, suffix = _special_template(tokenizer)
+    keep = max(0, max_length - len(prefix) - len(suffix))
+    input_ids = prefix + pieces[:keep] + suffix
+    words_of = [None] * len(prefix) + owner[:keep] + [None] * len(suffix)
     item = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids)}
     if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
         item["token_type_ids"] = [0] * len(input_ids)
     return item, words_of
+
+
+def _special_template(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a single text (e.g. [CLS] / [SEP],
+    or BOS), read off one encoding with and one without them: the one way every tokenizer
+    generation (Python, Rust, transformers 4 and 5) answers alike."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    return [], []
 
 
 def scored_words(examples, items) -> tuple[list[str], np.ndarray]:
