@@ -43,9 +43,11 @@ def pick_device() -> torch.device:
 def encode(tokenizer, examples, max_length: int) -> list[dict]:
     """Tokenise once per run; returns one dict of plain lists per example (no padding yet).
     Token-classification examples (with ``words``) go to :func:`study.tokens.encode_words`."""
-    if examples and examples[0].words is not None:
+    if not examples:
+        return []  # no validation split: some tokenizers fail on an empty batch
+    if examples[0].words is not None:
         return encode_words(tokenizer, examples, max_length)
-    pairs = examples[0].text_b is not None if examples else False
+    pairs = examples[0].text_b is not None
     a = [e.text_a for e in examples]
     b = [e.text_b or "" for e in examples] if pairs else None
     fast = bool(getattr(tokenizer, "is_fast", False))
