@@ -38,7 +38,7 @@ def encode_words(tokenizer, examples, max_length: int) -> list[dict]:
         except ValueError:  # GPT-2 style: "instantiate with add_prefix_space=True to use pretokenized inputs"
             word_ids = None
     if word_ids is None:
-        inputs, word_ids = zip(*(encode_word_by_word(tokenizer, ex.words, max_length) for ex in examples))
+        inputs, word_ids = zip(*(encode_word_by_word(tokenizer, ex.words, max_length) for ex in examples), strict=True)
     out = []
     for ex, item, words in zip(examples, inputs, word_ids, strict=True):
         labels, previous = [], None
