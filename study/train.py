@@ -208,8 +208,9 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
     masker = cls(params, generator, context)
     optimizer, scheduler = build_optimizer(model, training, total_steps, device)
-    train_labels = [t for e in task.train for t in e.tags] if task.task_type == "token-classification" \
-        else [e.label for e in task.train]
+    # Token tasks count the labelled positions (first subwords within max_length), as the reference does.
+    train_labels = [y for it in train_items for y in it["label"] if y != IGNORE_INDEX] \
+        if task.task_type == "token-classification" else [e.label for e in task.train]
     weights = class_weights(train_labels, task.num_labels, training.get("class_weights"))
     weights = weights.to(device) if weights is not None else None
     loss_kind = training.get("loss", "ce")
