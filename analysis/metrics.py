@@ -14,6 +14,11 @@ import numpy as np
 
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+# Token classification: positions labelled IGNORE_INDEX (later subwords of a word, special
+# tokens, padding) carry no label. A token-level metric is the metric over the labelled
+# positions only, pooled over all sentences (what the Token Masking reference reports).
+IGNORE_INDEX = -100
+
 
 def _counts(labels: np.ndarray, predictions: np.ndarray, positive: int = 1):
     y = np.asarray(labels)
@@ -98,12 +103,17 @@ def get_metric(name: str) -> MetricFn:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}") from None
 
 
-def compute_metrics(labels, predictions, primary: str, num_labels: int | None = None) -> dict:
-    """The primary metric plus accuracy, as plain floats (what every run records)."""
-    out = {"accuracy": float(accuracy(labels, predictions))}
-    fn = get_metric(primary)
-    value = fn(labels, predictions, num_labels) if primary in PER_CLASS else fn(labels, predictions)
-    out[primary] = float(value)
+def compute_metrics(labels, predictions, primary: str, num_labels: int | None = None,
+                    extra: tuple[str, ...] = ()) -> dict:
+    """The primary metric, accuracy and the ``extra`` metrics, as plain floats (what every run
+    records). Positions labelled ``IGNORE_INDEX`` are left out (token classification)."""
+    y, p = np.asarray(labels), np.asarray(predictions)
+    keep = y != IGNORE_INDEX
+    y, p = y[keep], p[keep]
+    out = {"accuracy": float(accuracy(y, p))}
+    for name in (primary, *extra):
+        fn = get_metric(name)
+        out[name] = float(fn(y, p, num_labels) if name in PER_CLASS else fn(y, p))
     return out
 
 

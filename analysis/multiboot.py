@@ -21,6 +21,12 @@ Streams: example resamples come from ``(seed, task, chunk number)`` and seed res
 ``(seed, comparison)``, so a comparison's result does not depend on which other
 comparisons are analysed or on ``n_jobs``.
 
+Token classification: predictions are stored per scored word with ``example_id =
+"<sentence id>:<word index>"`` (every id of a task in that form). The resampled unit is then
+the sentence (:func:`sentence_groups`): a drawn sentence brings all its words, and the metric
+is recomputed over the drawn words, as the token-level metric is defined. ``n_examples`` counts
+the resampled units (sentences).
+
 Reported: ``estimate`` (the difference on the full data), a percentile CI of the
 resampled differences, ``p_boot`` two-sided (twice the smaller tail share of resampled
 differences at or beyond zero, capped at 1) and ``p_one_sided`` (MultiBERTs' report_ci:
@@ -29,6 +35,7 @@ share of resampled differences <= 0, i.e. evidence that the treatment is better)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -47,6 +54,19 @@ COLUMNS = [
 CHUNK = 512  # resamples per chunk; part of the stream definition, so fixed
 
 
+_WORD_ID = re.compile(r"^(.+):(\d+)$")
+
+
+def sentence_groups(example_ids) -> np.ndarray | None:
+    """The sentence of each word: ids ``"<sentence id>:<word index>"`` (N,) -> codes (N,) into the
+    sorted unique sentence ids; None unless every id has that form (sentence-level predictions)."""
+    matches = [_WORD_ID.match(str(i)) for i in example_ids]
+    if not matches or not all(matches):
+        return None
+    sentences = np.asarray([m.group(1) for m in matches])
+    return np.unique(sentences, return_inverse=True)[1].reshape(-1)
+
+
 def example_draws(seed: int, task, n_boot: int, n_examples: int, chunk: int = CHUNK) -> list:
     """The example resamples of one task: a list of index arrays (b, N), b <= chunk."""
     out = []
@@ -56,10 +76,13 @@ def example_draws(seed: int, task, n_boot: int, n_examples: int, chunk: int = CH
     return out
 
 
-def confusions(labels, preds, num_labels: int, ex_draws: Iterable[np.ndarray], n_jobs: int = 1):
+def confusions(labels, preds, num_labels: int, ex_draws: Iterable[np.ndarray], n_jobs: int = 1,
+               groups: np.ndarray | None = None):
     """Confusion matrices of every run under every resample.
 
-    ``labels`` (N,), ``preds`` (R, N) ints, ``ex_draws`` chunks of example indices (b, N).
+    ``labels`` (N,), ``preds`` (R, N) ints, ``ex_draws`` chunks of example indices (b, N), or
+    with ``groups`` (N,) (the unit of each example, codes 0..U-1) chunks of unit indices (b, U):
+    each drawn unit then counts all its examples.
     Returns (B, R, K, K) float counts.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -77,11 +100,15 @@ def confusions(labels, preds, num_labels: int, ex_draws: Iterable[np.ndarray], n
         design[rows[hit], j * kk + labels[hit] * (k - 1) + preds[j, hit]] = 1.0
     design[rows, r * kk + labels] = 1.0
 
+    units = n if groups is None else int(groups.max()) + 1
+
     def chunk_counts(ex_idx):
         b = ex_idx.shape[0]
-        flat = (ex_idx + (np.arange(b) * n)[:, None]).ravel()
+        flat = (ex_idx + (np.arange(b) * units)[:, None]).ravel()
         # A (b, N) bincount stays cache-sized; one (B, N) pass is several times slower.
-        w = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float32)
+        w = np.bincount(flat, minlength=b * units).reshape(b, units).astype(np.float32)
+        if groups is not None:
+            w = w[:, groups]  # a word weighs as often as its sentence was drawn
         # float32 is exact here: every count is an integer <= N < 2**24.
         prod = (w @ design).astype(np.float64)
         part = prod[:, : r * kk].reshape(b, r, k, k - 1)
@@ -187,8 +214,8 @@ def multibootstrap_arrays(
 
 
 def _arrays_for(preds: pd.DataFrame, task) -> tuple:
-    """Per task: labels (N,) and {(model, masker, seed): predictions (N,)} on the task's
-    evaluation set (every run of a task must cover the same examples, once each)."""
+    """Per task: labels (N,), {(model, masker, seed): predictions (N,)} on the task's evaluation
+    set (every run of a task must cover the same examples, once each) and the example ids (N,)."""
     sub = preds[preds["task"] == task]
     ex = pd.Categorical(sub["example_id"])
     codes = ex.codes
@@ -212,7 +239,7 @@ def _arrays_for(preds: pd.DataFrame, task) -> tuple:
                 "all of them once"
             )
         runs[(model, masker, seed)] = arr
-    return labels, runs
+    return labels, runs, list(ex.categories)
 
 
 def _metric_map(runs: pd.DataFrame | None, metric_by_task: dict | None, tasks) -> dict:
@@ -274,10 +301,12 @@ def multibootstrap(
     for (task,) in ordered_groups(order, ["task"]):
         if task not in set(keys_frame["task"]):
             continue
-        labels, arrays = _arrays_for(preds, task)
+        labels, arrays, ids = _arrays_for(preds, task)
         runs_order = list(arrays)
         k = _num_labels(labels, np.stack([arrays[r] for r in runs_order]))
         n = labels.size
+        groups = sentence_groups(ids)
+        units = n if groups is None else int(groups.max()) + 1
         scores = None
         for model in pd.unique(order.loc[order["task"] == task, "model"]):
             if (task, model) not in present:
@@ -301,8 +330,8 @@ def multibootstrap(
                     full = metric_from_confusion(
                         metric, confusions(labels, preds_all, k, [np.arange(n)[None, :]]))
                     scores = metric_from_confusion(metric, confusions(
-                        labels, preds_all, k, example_draws(seed, task, n_boot, n),
-                        n_jobs=n_jobs))
+                        labels, preds_all, k, example_draws(seed, task, n_boot, units),
+                        n_jobs=n_jobs, groups=groups))
                 key = (task, model, treat, base)
                 rows_t = [runs_order.index((model, treat, s)) for s in seeds]
                 rows_b = [runs_order.index((model, base, s)) for s in seeds]
@@ -311,7 +340,7 @@ def multibootstrap(
                     0, len(seeds), (n_boot, len(seeds)))
                 bt, bb = seed_averaged(scores, rows_t, rows_b, seed_idx)
                 rows.append({"task": task, "model": model, "treatment": treat, "baseline": base,
-                             "n_pairs": len(seeds), "n_examples": n,
+                             "n_pairs": len(seeds), "n_examples": units,
                              **_summarise(est_t[0], est_b[0], bt - bb, alpha)})
     out = pd.DataFrame(rows)
     if out.empty:

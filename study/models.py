@@ -92,13 +92,21 @@ class LoadedModel:
     num_heads: int
 
 
-def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
+def load_model(cfg: dict, num_labels: int, init_seed: int,
+               task_type: str = "sequence-classification") -> LoadedModel:
     """Load backbone + new classification head; the head is initialised from ``init_seed``.
 
     ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token).
+    ``task_type``: ``sequence-classification`` (one label per text) or ``token-classification``
+    (``AutoModelForTokenClassification``: one label per position).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     path = resolve_source(cfg["source"])
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -110,8 +118,8 @@ def load_model(cfg: dict, num_labels: int, init_seed: int) -> LoadedModel:
     # The head is the only randomly initialised part; seeding here makes it identical for
     # every masker of a seed, and the fingerprint lets the analysis audit that.
     torch.manual_seed(init_seed)
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, output_loading_info=True)
+    auto = AutoModelForTokenClassification if task_type == "token-classification" else AutoModelForSequenceClassification
+    model, info = auto.from_pretrained(path, config=config, output_loading_info=True)
     new_params = set(info.get("missing_keys", []))
     state = model.state_dict()
     head_fp = fingerprint(*[state[k].detach().cpu().float().numpy() for k in sorted(new_params) if k in state])

@@ -42,6 +42,10 @@ class TaskConfig:
     metric: str | None = None  # primary metric (analysis.metrics.METRICS); default: the dataset's
     format: Literal["csv", "tsv", "jsonl", "json", "parquet", "conll"] | None = None  # default: from the extension
     data_sha256: str | None = None  # computed from the files' bytes when the protocol loads (run_id hashes it)
+    # "token-classification": one label per word (e.g. lince-lid); must match the dataset's type
+    task_type: Literal["sequence-classification", "token-classification"] = "sequence-classification"
+    # share of the (subsampled) training data held out, stratified by a hash, to pick the best epoch
+    validation_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class TrainingConfig:
     eval_batch_size: int = 128
     # autocast for forward and loss (bf16/fp16; fp16 adds a gradient scaler); fp32 leaves run_ids as they were
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # which epoch's eval metrics and predictions are the run's result: the last, or the one best
+    # on the validation split (tasks[].validation_fraction) by the task's primary metric
+    select: Literal["last", "best"] = "last"
+    early_stopping_patience: int | None = None  # with select: best, stop after this many epochs without a new best
 
 
 @dataclass(frozen=True)
@@ -488,6 +496,16 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
             v = getattr(t, k)
             if v is not None and v < 2:
                 conv.fail(f"tasks[{i}].{k}", f"must be at least 2, got {v}")
+        if t.dataset in DATASETS and DATASETS.get(t.dataset).task_type != t.task_type:
+            kind = DATASETS.get(t.dataset).task_type
+            conv.fail(f"tasks[{i}].task_type", f"dataset {t.dataset!r} is a {kind} task, not {t.task_type}",
+                      f"set `task_type: {kind}`")
+        if t.validation_fraction is not None and not 0 < t.validation_fraction < 1:
+            conv.fail(f"tasks[{i}].validation_fraction", f"must be in (0, 1), got {t.validation_fraction}",
+                      "e.g. 0.1 holds out a tenth of the training data")
+        if p.training.select == "best" and t.validation_fraction is None:
+            conv.fail(f"tasks[{i}].validation_fraction", "training.select is best, which needs a validation split",
+                      "set validation_fraction (e.g. 0.1), or `select: last`")
     for i, m in enumerate(p.models):
         if m.num_hidden_layers is not None and m.num_hidden_layers < 1:
             conv.fail(f"models[{i}].num_hidden_layers", f"must be at least 1, got {m.num_hidden_layers}")
@@ -504,6 +522,12 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
         conv.fail("training.warmup_ratio", f"must be in [0, 1], got {t.warmup_ratio}")
     if t.weight_decay < 0:
         conv.fail("training.weight_decay", f"must be non-negative, got {t.weight_decay}")
+    if t.early_stopping_patience is not None:
+        if t.select != "best":
+            conv.fail("training.early_stopping_patience", "needs `select: best` (it stops on the validation metric)",
+                      "set training.select: best, or remove early_stopping_patience")
+        if t.early_stopping_patience < 1:
+            conv.fail("training.early_stopping_patience", f"must be at least 1, got {t.early_stopping_patience}")
     _check_analysis(conv, p)
     e = p.execution
     for k in ("runs_per_gpu", "cpu_slots", "max_attempts"):

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 class RunResult:
     run_id: str
     primary_metric: str
-    final_metrics: dict  # metric name → value of the last epoch's evaluation (the run's result)
-    epochs: list  # [{"epoch": 1, "train_loss": ..., "metrics": {...}}, ...]
-    predictions: list  # [[example_id, label, prediction, score], ...] of the last evaluation
+    final_metrics: dict  # metric name → value of the selected (by default the last) epoch's evaluation
+    # [{"epoch": 1, "train_loss": ..., "metrics": {...}[, "validation_metrics": {...}]}, ...]
+    epochs: list
+    # [[example_id, label, prediction, score], ...] of the selected epoch's evaluation; token
+    # classification: one row per scored word, example_id "<sentence id>:<word index>"
+    predictions: list
     wall_time_s: float
     train_time_s: float
     train_examples_per_s: float
@@ -24,6 +27,7 @@ class RunResult:
     env: dict = field(default_factory=dict)
     resumed_from_step: int | None = None  # the step of the mid-run checkpoint this attempt resumed from
     checkpoint_time_s: float = 0.0  # time spent writing mid-run checkpoints
+    selected_epoch: int | None = None  # training.select: best — the epoch whose eval results these are
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -5,8 +5,14 @@ Tables (names are stable: users query them with plain ``sqlite3``):
 - ``runs``: one row per run_id — ``status`` (pending | running | done | failed), ``attempts``,
   ``spec`` (JSON), the labels (study, task, model, masker, masker_kind, seed), the result
   (primary_metric, value), timings, realised masking rate, fingerprints, env JSON.
-- ``metrics``: (run_id, epoch, name, value, is_final) — every evaluation of every epoch.
-- ``predictions``: (run_id, example_id, label, prediction, score) — the final evaluation.
+- ``metrics``: (run_id, epoch, name, value, is_final) — every evaluation of every epoch: the
+  eval split's metrics under their own names (``accuracy``, ``macro_f1``, ``train_loss``), the
+  validation split's (when the task has one) as ``validation:<name>``. ``is_final`` marks the
+  epoch whose eval metrics are the run's result: the last, or with ``training.select: best``
+  the selected one (so the selected epoch is the one epoch with ``is_final = 1``).
+- ``predictions``: (run_id, example_id, label, prediction, score) — the evaluation of the
+  ``is_final`` epoch; token classification: one row per scored word, example_id
+  ``<sentence id>:<word index>``.
 - ``events``: failures and notices with tracebacks.
 - ``meta``: ``schema_version`` (see ``study.storecheck``), ``study`` (the name of the study whose
   runs were registered first; the store refuses other studies) and ``driver`` (the lock).
@@ -91,6 +97,14 @@ def _make_folders(folder: Path) -> list[Path]:
     return missing[::-1]
 
 
+VALIDATION_PREFIX = "validation:"  # metrics-table names of the validation split's metrics
+
+
+def _epoch_metrics(epoch: dict) -> dict:
+    return {**epoch["metrics"], "train_loss": epoch["train_loss"],
+            **{VALIDATION_PREFIX + k: v for k, v in epoch.get("validation_metrics", {}).items()}}
+
+
 class Store:
     def __init__(self, path: str | Path, study: str | None = None):
         """Open (or create) the store at ``path``; with ``study``, refuse the store of another study.
@@ -169,11 +183,11 @@ class Store:
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE run_id=?", (result.run_id,))
             c.execute("DELETE FROM predictions WHERE run_id=?", (result.run_id,))
-            last = len(result.epochs)
+            final = result.selected_epoch or result.epochs[-1]["epoch"]
             c.executemany(
                 "INSERT INTO metrics VALUES (?,?,?,?,?)",
-                [(result.run_id, e["epoch"], name, value, int(e["epoch"] == last))
-                 for e in result.epochs for name, value in {**e["metrics"], "train_loss": e["train_loss"]}.items()])
+                [(result.run_id, e["epoch"], name, value, int(e["epoch"] == final))
+                 for e in result.epochs for name, value in _epoch_metrics(e).items()])
             c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?)",
                           [(result.run_id, str(i), int(y), int(p), float(s)) for i, y, p, s in result.predictions])
             updated = c.execute(

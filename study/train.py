@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.metrics import compute_metrics
+from analysis.metrics import IGNORE_INDEX, compute_metrics
 from study import checkpoint
 from study.checkpoint import CheckpointPolicy
 from study.env import capture_env
@@ -37,6 +37,7 @@ from study.results import RunResult
 from study.seeding import configure_determinism, fingerprint, seed_everything, seed_streams
 from study.spec import RunSpec
 from study.tasks import load_task
+from study.tokens import encode_words, scored_words
 
 # Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
 PRIVATE_PREFIX = "_"
@@ -47,8 +48,13 @@ def pick_device() -> torch.device:
 
 
 def encode(tokenizer, examples, max_length: int) -> list[dict]:
-    """Tokenise once per run; returns one dict of plain lists per example (no padding yet)."""
-    pairs = examples[0].text_b is not None if examples else False
+    """Tokenise once per run; returns one dict of plain lists per example (no padding yet).
+    Token-classification examples (with ``words``) go to :func:`study.tokens.encode_words`."""
+    if not examples:
+        return []  # no validation split: some tokenizers fail on an empty batch
+    if examples[0].words is not None:
+        return encode_words(tokenizer, examples, max_length)
+    pairs = examples[0].text_b is not None
     a = [e.text_a for e in examples]
     b = [e.text_b or "" for e in examples] if pairs else None
     fast = bool(getattr(tokenizer, "is_fast", False))
@@ -97,7 +103,11 @@ def collate(items: list[dict], pad_id: int, device: torch.device) -> dict:
         if key in items[0]:
             rows = [it[key] + [value] * (width - len(it[key])) for it in items]
             batch[key] = torch.tensor(rows, dtype=torch.long)
-    batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    if isinstance(items[0]["label"], list):  # token classification: one label per position
+        batch["labels"] = torch.tensor([it["label"] + [IGNORE_INDEX] * (width - len(it["label"])) for it in items],
+                                       dtype=torch.long)
+    else:
+        batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
     if torch.device(device).type == "cuda":
         # Pinned host memory lets the copy run asynchronously: the host builds the next batch meanwhile.
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
@@ -119,6 +129,9 @@ def class_weights(labels: list[int], num_labels: int, kind: str | None) -> torch
 
 
 def training_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, kind: str) -> torch.Tensor:
+    if logits.dim() == 3:  # token classification: the loss over labelled positions only
+        keep = labels.reshape(-1) != IGNORE_INDEX
+        logits, labels = logits.reshape(-1, logits.shape[-1])[keep], labels.reshape(-1)[keep]
     if kind == "focal":
         # The Token Masking code's focal-style loss on the (weighted) per-example cross-entropy.
         ce = F.cross_entropy(logits, labels, weight=weights, reduction="none")
@@ -143,13 +156,17 @@ def build_optimizer(model, training: dict, total_steps: int, device: torch.devic
 
 @torch.no_grad()
 def evaluate(model, items: list[dict], pad_id: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and the probability of the predicted class, in the eval set's order."""
+    """Predictions and the probability of the predicted class, in the eval set's order (token
+    classification: of every labelled position, sentence by sentence, as :func:`scored_words`)."""
     model.eval()
     preds, scores = [], []
     for start in range(0, len(items), batch_size):
         batch = collate(items[start:start + batch_size], pad_id, device)
         probs = torch.softmax(model(**model_inputs(batch)).logits.float(), dim=-1)
         score, pred = probs.max(dim=-1)
+        if pred.dim() == 2:
+            labelled = batch["labels"] != IGNORE_INDEX
+            pred, score = pred[labelled], score[labelled]  # row-major: sentence by sentence, left to right
         preds.append(pred.cpu().numpy())
         scores.append(score.cpu().numpy())
     return np.concatenate(preds), np.concatenate(scores)
@@ -176,11 +193,12 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
     policy = CheckpointPolicy.for_run(spec.execution, checkpoint_dir)
 
     task = load_task(TaskConfig(**spec.task))
-    loaded = load_model(spec.model, task.num_labels, streams.init)
+    loaded = load_model(spec.model, task.num_labels, streams.init, task.task_type)
     model, tokenizer = loaded.model.to(device), loaded.tokenizer
     pad_id = tokenizer.pad_token_id
     train_items = encode(tokenizer, task.train, training["max_length"])
     eval_items = encode(tokenizer, task.eval, training["max_length"])
+    val_items = encode(tokenizer, task.validation, training["max_length"])
 
     bs, epochs = training["batch_size"], training["epochs"]
     order_rng = np.random.default_rng(streams.data_order)
@@ -198,14 +216,19 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
     masker = cls(params, generator, context)
     optimizer, scheduler = build_optimizer(model, training, total_steps, device)
-    weights = class_weights([e.label for e in task.train], task.num_labels, training.get("class_weights"))
+    # Token tasks count the labelled positions (first subwords within max_length), as the reference does.
+    train_labels = [y for it in train_items for y in it["label"] if y != IGNORE_INDEX] \
+        if task.task_type == "token-classification" else [e.label for e in task.train]
+    weights = class_weights(train_labels, task.num_labels, training.get("class_weights"))
     weights = weights.to(device) if weights is not None else None
     loss_kind = training.get("loss", "ce")
 
     masker.setup(model, tokenizer, train_items, total_steps)
     seed_everything(streams.dropout)  # from here on, global RNG draws are dropout: same for every masker
     # Where training stands; a checkpoint saves it and resuming restores it.
-    pos = {"epoch": 0, "batch": 0, "step": 0, "epoch_records": [], "t_train": 0.0, "checkpoint_s": 0.0}
+    # "best": the selected epoch's eval predictions (select: best), so a resumed run still has them.
+    pos = {"epoch": 0, "batch": 0, "step": 0, "epoch_records": [], "t_train": 0.0, "checkpoint_s": 0.0,
+           "best": None}
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no sync per step
     resumed = checkpoint.load(checkpoint.checkpoint_path(policy.folder, spec.run_id), spec.run_id) \
         if policy.folder else None
@@ -220,7 +243,14 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         loss_sum.fill_(resumed["loss_sum"])
     masker.attach(model)
     step = pos["step"]
-    labels = np.array([e.label for e in task.eval])
+    if task.task_type == "token-classification":
+        eval_ids, labels = scored_words(task.eval, eval_items)
+        val_labels = scored_words(task.validation, val_items)[1]
+    else:
+        eval_ids, labels = [e.id for e in task.eval], np.array([e.label for e in task.eval])
+        val_labels = np.array([e.label for e in task.validation])
+    select_best = training.get("select", "last") == "best"
+    patience = training.get("early_stopping_patience")
     last_checkpoint = time.monotonic()
     eval_bs = training.get("eval_batch_size", 128)
 
@@ -267,12 +297,25 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
             pos["t_train"] += time.perf_counter() - t0
             with precision.autocast():
                 preds, scores = evaluate(model, eval_items, pad_id, eval_bs, device)
-            metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels)
+            metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels, task.extra_metrics)
             # A stopped epoch's loss is the mean over the batches it ran.
             per = pos["batch"] if stopped else steps_per_epoch
-            pos["epoch_records"].append({"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": metrics})
+            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": metrics}
+            if val_items:
+                with precision.autocast():
+                    val_preds, _ = evaluate(model, val_items, pad_id, eval_bs, device)
+                record["validation_metrics"] = compute_metrics(val_labels, val_preds, task.primary_metric,
+                                                               task.num_labels, task.extra_metrics)
+            pos["epoch_records"].append(record)
             loss_sum.zero_()
             pos.update(epoch=epoch + 1, batch=0)
+            if select_best:
+                value = record["validation_metrics"][task.primary_metric]
+                # Strictly better only: on a tie the earlier epoch stays selected.
+                if pos["best"] is None or value > pos["best"]["value"]:
+                    pos["best"] = {"epoch": epoch + 1, "value": value, "preds": preds.tolist(), "scores": scores.tolist()}
+                elif patience and epoch + 1 - pos["best"]["epoch"] >= patience:
+                    break  # early stopping: `patience` epochs without a new best
             if stopped:
                 break
     finally:
@@ -281,12 +324,15 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
     env = capture_env(device)
     env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names))
     t_train = pos["t_train"]
+    selected = pos["epoch_records"][-1]["epoch"]
+    if select_best:
+        selected, preds, scores = pos["best"]["epoch"], pos["best"]["preds"], pos["best"]["scores"]
     return RunResult(
         run_id=spec.run_id,
         primary_metric=task.primary_metric,
-        final_metrics=pos["epoch_records"][-1]["metrics"],
+        final_metrics=pos["epoch_records"][selected - 1]["metrics"],
         epochs=pos["epoch_records"],
-        predictions=[[ex.id, int(y), int(p), float(s)] for ex, y, p, s in zip(task.eval, labels, preds, scores, strict=True)],
+        predictions=[[i, int(y), int(p), float(s)] for i, y, p, s in zip(eval_ids, labels, preds, scores, strict=True)],
         wall_time_s=time.perf_counter() - t_start,
         train_time_s=t_train,
         train_examples_per_s=min(step * bs, len(train_items) * epochs) / max(t_train, 1e-9),
@@ -301,4 +347,5 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         env=env,
         resumed_from_step=resumed["position"]["step"] if resumed else None,
         checkpoint_time_s=pos["checkpoint_s"],
+        selected_epoch=selected if select_best else None,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # public GLUE / UCI / LinCE copies; tests skip without them
 
 TINY = {
     "name": "tiny",

@@ -157,11 +157,11 @@ def observe(spec) -> Observed:
     obs = Observed()
     real_load, real_collate, real_inputs = train.load_model, train.collate, train.model_inputs
 
-    def load_model(cfg, num_labels, init_seed):
+    def load_model(cfg, num_labels, init_seed, *task_type):
         from transformers import AutoConfig
 
         obs.vocab_before = AutoConfig.from_pretrained(cfg["source"]).vocab_size
-        obs.loaded = real_load(cfg, num_labels, init_seed)
+        obs.loaded = real_load(cfg, num_labels, init_seed, *task_type)
         return obs.loaded
 
     def collate(items, pad_id, device):
@@ -402,3 +402,41 @@ def test_llama_tokenizer_class_gives_word_ids(checkpoints):
         n_words = len({w for w in it["_word_ids"] if w >= 0})
         if len(it["input_ids"]) < MAX_LEN:  # not truncated: one id per whitespace word
             assert n_words == len(ex.text_a.split())
+
+
+# ---- token classification on decoder-only backbones ----------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["qwen-nopad", "llama-unk"])
+def test_token_classification_on_decoder_backbones(checkpoints, variant, tmp_path):
+    """lince-lid on a decoder: AutoModelForTokenClassification, the label on each word's first
+    subword (the word ids of the fast tokenizer: byte-level BPE and Metaspace alike), input
+    masking keeps the labels, and one prediction per scored word comes back."""
+    from protocoltools import SHARED_DATA
+
+    from study.tokens import encode_words
+
+    lince = SHARED_DATA / "lince-lid-spaeng"
+    if not lince.is_dir():
+        pytest.skip("needs ../shared/data/lince-lid-spaeng")
+    task = {"name": "lid", "dataset": "lince-lid", "task_type": "token-classification", "data_dir": str(lince),
+            "max_train_examples": 16, "max_eval_examples": 8}
+    data = {"name": "dec-tok", "seeds": [0], "store": str(tmp_path / "s.sqlite"), "tasks": [task],
+            "models": [{"name": variant, "source": str(checkpoints[variant])}],
+            "maskers": [{"name": "none", "kind": "none"}, {"name": "random-token", "kind": "random-token", "rate": 0.3}],
+            "training": {"epochs": 1, "batch_size": BATCH, "learning_rate": 1e-3, "max_length": MAX_LEN},
+            "analysis": {"baseline": "none"}}
+    specs = expand(parse_protocol(data))
+    results = [train.run_one(s) for s in specs]
+    loaded = train.load_model(specs[0].model, 3, 0, "token-classification")
+    assert type(loaded.model).__name__.endswith("ForTokenClassification")
+    lid = load_task(TaskConfig(**specs[0].task))
+    items = encode_words(loaded.tokenizer, lid.eval, MAX_LEN)
+    n_scored = sum(y != -100 for it in items for y in it["label"])
+    for it, ex in zip(items, lid.eval, strict=True):
+        starts = [i for i, w in enumerate(it["_word_ids"]) if w >= 0 and (i == 0 or it["_word_ids"][i - 1] != w)]
+        assert [i for i, y in enumerate(it["label"]) if y != -100] == starts
+        assert [it["label"][i] for i in starts] == [ex.tags[it["_word_ids"][i]] for i in starts]
+    for r in results:
+        assert len(r.predictions) == n_scored and all(":" in p[0] for p in r.predictions)
+    assert results[1].realised_mask_rate > 0 and [p[1] for p in results[0].predictions] == [p[1] for p in results[1].predictions]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_protocol_dict, write_protocol
+from protocoltools import tiny_protocol_dict, write_protocol
 
 from study.pilot import recorded_pilot_table
 from study.protocol import load_protocol

@@ -114,7 +114,7 @@ def test_conll_through_the_file_loader(tmp_path):
     assert read_rows(tmp_path / "a.conll", "conll", "train_file") == [{"tokens": t, "tags": g} for t, g in expected]
     (tmp_path / "b.txt").write_text(text)
     assert read_rows(tmp_path / "b.txt", "conll", "train_file")[1]["tokens"] == ["I", "like"]  # format: conll
-    (tmp_path / "bad.conll").write_text("hola lang2\n")
+    (tmp_path / "bad.conll").write_text("hola\n")  # no tag (a space-separated pair is accepted, as LinCE dev needs)
     with pytest.raises(TaskDataError, match="bad.conll:1: expected `token<TAB>tag`"):
         read_conll(tmp_path / "bad.conll")
     with pytest.raises(FieldError, match="train_file: .*bad.conll:1: expected `token<TAB>tag`"):

@@ -67,7 +67,7 @@ def count_rows(dataset: str, path: Path) -> int:
         return len(glue.read_tsv(path, glue.FORMATS[dataset]))
     if dataset == "uci-sentiment":
         return len(uci.read_file(path))
-    return len(lince.read_conll(path))
+    return len(lince.read_sentences(path))
 
 
 # --- specs ----------------------------------------------------------------------------------
@@ -411,9 +411,10 @@ def test_lince_sentence_label_and_hashtag_tokens(tmp_path):
         "# sent_enum = 3\nI\tlang1\nchill\tmixed\n\n",
         encoding="utf-8",
     )
-    sentences = lince.read_conll(path)
-    assert [" ".join(t for t, _ in s) for s in sentences] == ["#OneDay yo nude", "hola amigo !", "I chill"]
-    assert [lince.sentence_label([tag for _, tag in s]) for s in sentences] == [1, 0, 0]
+    # (tokens, tags) per sentence since study.tasks.conll.read_conll became the one CoNLL reader
+    sentences = lince.read_sentences(path)
+    assert [" ".join(tokens) for tokens, _ in sentences] == ["#OneDay yo nude", "hola amigo !", "I chill"]
+    assert [lince.sentence_label(tags) for _, tags in sentences] == [1, 0, 0]
     path.write_text("# sent_enum = 1\nhola\tspanish\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"dev\.conll:2"):
-        lince.read_conll(path)
+    with pytest.raises(ValueError, match=r"dev\.conll: sentence 1 has tag\(s\) \['spanish'\]"):
+        lince.read_sentences(path)

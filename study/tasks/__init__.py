@@ -10,12 +10,15 @@ Datasets (the registry ``DATASETS``; primary metric in brackets):
 - ``file`` and ``hf:<name>[:<config>]`` [``metric``, default macro_f1] — any local files or hub
   dataset with a column mapping, see :mod:`study.tasks.files`;
 - ``lince-spaeng`` [macro_f1] — needs ``data_dir``; sentence-level code-switching derived
-  from LinCE LID, see :mod:`study.tasks.lince`.
+  from LinCE LID, see :mod:`study.tasks.lince`;
+- ``lince-lid`` [weighted_f1, macro_f1 recorded] — needs ``data_dir``; token classification
+  (``task_type: token-classification``): lang1 / lang2 / other per word, see :mod:`study.tasks.lince`.
 
 A run's data is the full split, then (when ``max_*_examples`` is smaller) a stratified
 subsample drawn with ``numpy.random.default_rng(data_seed)`` and returned in the split's
 original order, so it depends only on (dataset, sizes, data_seed) and every run of a study
-sees the same examples. ``TaskData.fingerprint`` hashes what was returned, so runs can
+sees the same examples. With ``validation_fraction`` the (subsampled) training data is then
+split by :func:`~study.tasks.base.carve_validation` into train and validation. ``TaskData.fingerprint`` hashes what was returned, so runs can
 prove it.
 """
 
@@ -34,6 +37,7 @@ from study.tasks.base import (
     Splits,
     TaskData,
     TaskDataError,
+    carve_validation,
     fingerprint,
     stratified_subsample,
 )
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 DATASETS = Registry("dataset")  # name → DatasetSpec
-for _spec_ in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec()):
+for _spec_ in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec(), lince.lid_spec()):
     DATASETS.register(_spec_.name, _spec_)
 
 
@@ -126,12 +130,19 @@ def load_full_splits(dataset: str, data_dir: str | None = None) -> Splits:
 
 @functools.lru_cache(maxsize=64)
 def _cached_task(
-    dataset: str, data_dir: str | None, max_train: int | None, max_eval: int | None, seed: int
+    dataset: str, data_dir: str | None, max_train: int | None, max_eval: int | None, seed: int,
+    validation_fraction: float | None = None,
 ) -> TaskData:
     spec = _spec(dataset)
     full_train, full_eval = load_full_splits(dataset, data_dir)
     train = stratified_subsample(full_train, max_train, seed)
     eval_ = stratified_subsample(full_eval, max_eval, seed)
+    validation = ()
+    if validation_fraction:
+        train, validation = carve_validation(train, validation_fraction)
+        if not validation or not train:
+            raise TaskDataError(f"validation_fraction {validation_fraction} of {len(train) + len(validation)} "
+                                f"training examples of {dataset!r} leaves an empty split; change the fraction")
     return TaskData(
         dataset=dataset,
         train=train,
@@ -139,20 +150,37 @@ def _cached_task(
         num_labels=spec.num_labels,
         label_names=spec.label_names,
         primary_metric=spec.primary_metric,
-        fingerprint=fingerprint(train, eval_),
+        fingerprint=fingerprint(train, eval_, validation),
+        task_type=spec.task_type,
+        validation=validation,
+        extra_metrics=spec.extra_metrics,
     )
 
 
 def load_task(cfg) -> TaskData:
-    """TaskData for a TaskConfig-like ``cfg`` (dataset, data_dir, max_*_examples, data_seed)."""
+    """TaskData for a TaskConfig-like ``cfg`` (dataset, data_dir, max_*_examples, data_seed,
+    validation_fraction)."""
     if files.is_custom(cfg.dataset):
-        return files.load_task(cfg)
+        return _with_validation(files.load_task(cfg), getattr(cfg, "validation_fraction", None))
     task = _builtin_task(cfg)
     metric = getattr(cfg, "metric", None)
     return dataclasses.replace(task, primary_metric=metric) if metric else task
 
 
-def _builtin_task(cfg) -> TaskData:    # Resolved here so a relative data_dir means the same folder for the cache as for the run.
+def _with_validation(task: TaskData, fraction: float | None) -> TaskData:
+    """Carve the validation split of a file or hub dataset, as built-in ones do in _cached_task."""
+    if not fraction:
+        return task
+    train, validation = carve_validation(task.train, fraction)
+    if not validation or not train:
+        raise TaskDataError(f"validation_fraction {fraction} of {len(task.train)} training examples of "
+                            f"{task.dataset!r} leaves an empty split; change the fraction")
+    return dataclasses.replace(task, train=train, validation=validation,
+                               fingerprint=fingerprint(train, task.eval, validation))
+
+
+def _builtin_task(cfg) -> TaskData:
+    # Resolved here so a relative data_dir means the same folder for the cache as for the run.
     data_dir = str(Path(cfg.data_dir).expanduser().resolve()) if cfg.data_dir else None
     return _cached_task(
         cfg.dataset,
@@ -160,6 +188,7 @@ def _builtin_task(cfg) -> TaskData:    # Resolved here so a relative data_dir me
         cfg.max_train_examples,
         cfg.max_eval_examples,
         int(getattr(cfg, "data_seed", 0)),
+        getattr(cfg, "validation_fraction", None),
     )
 
 

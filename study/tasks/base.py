@@ -26,7 +26,9 @@ class Example:
     id: str  # stable within the split ("dev-17"): the position in the full split, not the subsample
     text_a: str
     text_b: str | None  # second sentence for pair tasks (MRPC, RTE), else None
-    label: int
+    label: int  # the class; for a token task the sentence's most frequent tag (its stratum)
+    words: tuple[str, ...] | None = None  # token tasks: the words (text_a is them joined by spaces) ...
+    tags: tuple[int, ...] | None = None  # ... and one label id per word
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class TaskData:
     label_names: tuple[str, ...]
     primary_metric: str
     fingerprint: str
+    task_type: str = "sequence-classification"  # or "token-classification"
+    validation: tuple[Example, ...] = ()  # carved from train (tasks[].validation_fraction); empty if none
+    extra_metrics: tuple[str, ...] = ()  # recorded beside the primary metric and accuracy
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class DatasetSpec:
     data_dir: str  # "required", "optional" (else the hub) or "none" (ships with a package)
     files: tuple[DataFile, ...]  # what a data_dir must hold; empty when data_dir is "none"
     load: Callable[[str | None], Splits]  # data_dir (or None) -> full (train, eval) splits
+    task_type: str = "sequence-classification"
+    extra_metrics: tuple[str, ...] = ()
 
     @property
     def needs_data_dir(self) -> bool:
@@ -85,6 +92,13 @@ def text_hash(text: str) -> str:
 def number(split: str, items: Iterable[tuple[str, str | None, int]]) -> tuple[Example, ...]:
     """(text_a, text_b, label) rows -> Examples with ids ``f"{split}-{position}"``."""
     return tuple(Example(f"{split}-{i}", a, b, label) for i, (a, b, label) in enumerate(items))
+
+
+def token_example(example_id: str, words: Sequence[str], tags: Sequence[int]) -> Example:
+    """A token-classification Example; its ``label`` (the stratum for subsampling and validation
+    splits) is the sentence's most frequent tag, the lowest id on ties."""
+    counts = np.bincount(np.asarray(tags, dtype=np.int64))
+    return Example(example_id, " ".join(words), None, int(np.argmax(counts)), tuple(words), tuple(int(t) for t in tags))
 
 
 def dedupe(texts: Sequence[str], labels: Sequence[int]) -> list[int]:
@@ -135,6 +149,17 @@ def split_by_hash(
     )
 
 
+def carve_validation(train: tuple[Example, ...], fraction: float) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+    """(train, validation): :func:`hash_split` of ``train`` stratified by label, each in original order.
+
+    Deterministic (a hash of each example's text, not a seed), so every run and every seed of a
+    study trains and selects on the same examples."""
+    texts = [f"{ex.text_a}\x1f{ex.text_b or ''}" for ex in train]
+    is_val = hash_split([ex.label for ex in train], texts, fraction)
+    return (tuple(ex for ex, v in zip(train, is_val, strict=True) if not v),
+            tuple(ex for ex, v in zip(train, is_val, strict=True) if v))
+
+
 def proportional_quotas(counts: Sequence[int], n: int) -> list[int]:
     """Split ``n`` over classes proportionally to ``counts`` (largest-remainder rounding).
 
@@ -174,12 +199,16 @@ def stratified_subsample(
     return tuple(examples[i] for i in keep)
 
 
-def fingerprint(train: Iterable[Example], eval_: Iterable[Example]) -> str:
-    """sha256 over (split, id, label, text_a, text_b) of every example, in order."""
+def fingerprint(train: Iterable[Example], eval_: Iterable[Example], validation: Iterable[Example] = ()) -> str:
+    """sha256 over (split, id, label, text_a, text_b[, tags]) of every example, in order.
+
+    Tags and the validation split enter only when present, so sequence tasks without a
+    validation split keep the fingerprints they always had."""
     h = hashlib.sha256()
-    for split, examples in (("train", train), ("eval", eval_)):
+    for split, examples in (("train", train), ("eval", eval_), ("validation", validation)):
         for ex in examples:
-            line = json.dumps([split, ex.id, ex.label, ex.text_a, ex.text_b], ensure_ascii=False)
+            row = [split, ex.id, ex.label, ex.text_a, ex.text_b]
+            line = json.dumps(row if ex.tags is None else [*row, list(ex.tags)], ensure_ascii=False)
             h.update(line.encode("utf-8"))
             h.update(b"\n")
     return h.hexdigest()

@@ -17,43 +17,25 @@ primary metric is macro-F1. No deduplication: the splits are LinCE's own.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from study.tasks.base import DataFile, DatasetSpec, Splits, TaskDataError, number
+from study.tasks.base import DataFile, DatasetSpec, Splits, TaskDataError, number, token_example
+from study.tasks.conll import read_conll
 
 NAME = "lince-spaeng"
 LABEL_NAMES = ("monolingual", "code_switched")
 TAGS = frozenset({"lang1", "lang2", "other", "ne", "ambiguous", "mixed", "fw", "unk"})
 FORMAT = ("LinCE CoNLL: `# sent_enum = N`, then one `token<TAB>tag` line per token "
           f"(tags {', '.join(sorted(TAGS))}), a blank line between sentences")
-_HEADER = re.compile(r"# sent_enum = \d+\s*$")
 
 
-def _token(line: str, where: str) -> tuple[str, str]:
-    token, tab, tag = line.rpartition("\t")
-    if not tab:
-        token, _, tag = line.rstrip().rpartition(" ")
-        token = token.rstrip()
-    if not token or tag not in TAGS:
-        raise TaskDataError(f"{where}: expected `token<TAB>tag` with a tag in {sorted(TAGS)}, got {line!r}")
-    return token, tag
-
-
-def read_conll(path: Path) -> list[list[tuple[str, str]]]:
-    """Sentences as lists of (token, tag), in file order."""
-    sentences: list[list[tuple[str, str]]] = []
-    current: list[tuple[str, str]] = []
-    # Split on \n only: tweets can contain characters str.splitlines treats as breaks.
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if not line.strip() or _HEADER.match(line):
-            if current:
-                sentences.append(current)
-            current = []
-            continue
-        current.append(_token(line, f"{path}:{lineno}"))
-    if current:
-        sentences.append(current)
+def read_sentences(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(tokens, tags) per sentence, every tag checked against LinCE's tag set."""
+    sentences = read_conll(path)
+    for i, (_, tags) in enumerate(sentences):
+        bad = sorted(set(tags) - TAGS)
+        if bad:
+            raise TaskDataError(f"{path}: sentence {i + 1} has tag(s) {bad}; expected {FORMAT}")
     return sentences
 
 
@@ -63,9 +45,8 @@ def sentence_label(tags: list[str]) -> int:
 
 def _examples(split: str, path: Path) -> tuple:
     rows = []
-    for sentence in read_conll(path):
-        tokens = [tok for tok, _ in sentence]
-        rows.append((" ".join(tokens), None, sentence_label([tag for _, tag in sentence])))
+    for tokens, tags in read_sentences(path):
+        rows.append((" ".join(tokens), None, sentence_label(tags)))
     return number(split, rows)
 
 
@@ -86,4 +67,44 @@ def spec() -> DatasetSpec:
         data_dir="required",
         files=(DataFile("train.conll", FORMAT, None, 21030), DataFile("dev.conll", FORMAT, None, 3332)),
         load=load,
+    )
+
+
+# --- lince-lid: the token-level task of the Token Masking paper -----------------------------
+LID_NAME = "lince-lid"
+LID_LABEL_NAMES = ("lang1", "lang2", "other")
+# The reference's 3-way mapping: lang1 (English), lang2 (Spanish), every other LinCE tag -> other.
+LID_TAG_IDS = {"lang1": 0, "lang2": 1}
+
+
+def lid_tag_id(tag: str) -> int:
+    return LID_TAG_IDS.get(tag, 2)
+
+
+def _lid_examples(split: str, path: Path) -> tuple:
+    return tuple(token_example(f"{split}-{i}", tokens, [lid_tag_id(t) for t in tags])
+                 for i, (tokens, tags) in enumerate(read_sentences(path)))
+
+
+def lid_load(data_dir: str | None) -> Splits:
+    if not data_dir:
+        raise TaskDataError(f"dataset {LID_NAME!r} needs data_dir: a folder holding train.conll and dev.conll")
+    root = Path(data_dir).expanduser()
+    return _lid_examples("train", root / "train.conll"), _lid_examples("dev", root / "dev.conll")
+
+
+def lid_spec() -> DatasetSpec:
+    """Token classification: one of lang1 / lang2 / other per word (ne, ambiguous, mixed, fw, unk
+    map to other), weighted F1 primary and macro F1 recorded, as the Token Masking paper reports."""
+    return DatasetSpec(
+        name=LID_NAME,
+        description="LinCE Spanish-English tweets: language of each word (lang1/lang2/other), weighted F1",
+        num_labels=3,
+        label_names=LID_LABEL_NAMES,
+        primary_metric="weighted_f1",
+        data_dir="required",
+        files=(DataFile("train.conll", FORMAT, None, 21030), DataFile("dev.conll", FORMAT, None, 3332)),
+        load=lid_load,
+        task_type="token-classification",
+        extra_metrics=("macro_f1",),
     )
