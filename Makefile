@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 EXTRAS ?= test,ray,slurm,parquet
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo example test lint clean-demo
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ demo: setup
 	$(BIN)/study run protocols/demo.yaml
 	$(BIN)/study analyze protocols/demo.yaml
 	$(BIN)/study report protocols/demo.yaml
+
+# Your own masker (examples/span_masking.py) on your own CSV data, offline (README "Masker plugins").
+example: setup
+	$(BIN)/python examples/make_csv.py
+	$(BIN)/study run examples/span-masking.yaml
+	$(BIN)/study analyze examples/span-masking.yaml
+	$(BIN)/study report examples/span-masking.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"

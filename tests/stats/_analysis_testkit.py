@@ -3,9 +3,8 @@ differences, and a small synthetic study::
 
     from _analysis_testkit import make_runs, small_study
 
-It is not a conftest.py on purpose: tests/conftest.py is imported as the module
-``conftest`` by other tests, and a second conftest.py here would replace it. (The folder is
-``tests/stats``, not ``tests/analysis``, so it never shadows the ``analysis`` package.)
+A plain module imported by name, not a conftest.py (helpers are imported, fixtures are found).
+The folder is ``tests/stats``, not ``tests/analysis``, so it never shadows the ``analysis`` package.
 """
 
 from __future__ import annotations
