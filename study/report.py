@@ -177,7 +177,57 @@ def comparisons_section(result, figs: dict) -> list:
     for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     out.append(pdf.figure(figs["forest"], width=pdf.TEXT_W))
+    out += bayes_section(result) + across_section(result, figs)
     out += multiboot_section(result)
+    return out
+
+
+def bayes_section(result) -> list:
+    """P(better) / P(within the margin) / P(worse) beside each comparison of the table above."""
+    b = result.bayes
+    cells = b[b["scope"] == "cell"] if len(b) else b
+    if not len(cells):
+        return []
+    keys = ["task", "model", "treatment", "baseline"]
+    cells = result.comparisons[keys].merge(cells, on=keys, how="inner")  # the table's row order
+    rope = float(cells["rope"].iloc[0])
+    rope_txt = (f"the region of practical equivalence (ROPE) is ±{rope * 100:g} points, the protocol's margin"
+                if rope > 0 else "no margin is declared, so there is no ROPE: P(in ROPE) is 0 and "
+                "P(better) + P(worse) = 1")
+    cols = ["n_pairs", "estimate", "p_better", "p_rope", "p_worse"] if rope > 0 else \
+        ["n_pairs", "estimate", "p_better", "p_worse"]
+    out = [para("Bayesian probabilities", "h2"),
+           para("Posterior probability that the treatment is better, practically equivalent or worse, for the "
+                "same comparisons in the same order: Student-t posterior of the mean paired difference under the "
+                f"non-informative prior; {rope_txt}. Cells whose differences have no spread get no posterior.",
+                "small"),
+           pdf.table(display_frame(cells, cols))]
+    return out
+
+
+def across_section(result, figs: dict) -> list:
+    """Random-effects summary over task x model cells, for comparisons made in >= 2 cells."""
+    a = result.across
+    if not len(a):
+        return []
+    level = float(a["level"].iloc[0])
+    probs = result.bayes[result.bayes["scope"] == "across"]
+    shown = a.merge(probs[["treatment", "baseline", "p_better", "p_rope", "p_worse"]],
+                    on=["treatment", "baseline"], how="left")
+    if float(probs["rope"].max() if len(probs) else 0) == 0:
+        shown = shown.drop(columns="p_rope")
+    out = [pdf.page_break(), para("Across tasks and models", "h2"),
+           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences: τ² by REML, "
+                f"{level:.0%} interval by Hartung–Knapp–Sidik–Jonkman (t with cells − 1 df; it holds its level with "
+                "few cells, the normal interval does not); I²: share of the spread due to heterogeneity; "
+                "PI: prediction interval for the effect in a new task or model (needs 3 cells). P(better), "
+                "P(in ROPE), P(worse): Bayesian signed-rank test over the cells (Benavoli et al. 2017).", "small"),
+           pdf.table(display_frame(shown, ["n_cells", "estimate", "ci_low", "ci_high", "p_val", "tau2", "i2",
+                                           "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
+    for w in sorted({str(w) for w in a["warning"] if str(w)}):
+        out.append(para(f"Note: {esc(w)}", "small"))
+    if "across_forest" in figs:
+        out.append(pdf.figure(figs["across_forest"], width=pdf.TEXT_W))
     return out
 
 
