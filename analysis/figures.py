@@ -234,7 +234,7 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     ax.axvline(0, color="0.3", lw=0.8)
     y = np.arange(len(rows))[::-1]
     texts, pi_labelled = [], False
-    for yi, (_label_, kind, r) in zip(y, rows, strict=True):
+    for yi, (_, kind, r) in zip(y, rows, strict=True):
         est, lo, hi = r["estimate"] * 100, r["ci_low"] * 100, r["ci_high"] * 100
         if kind == "cell":
             if np.isfinite(lo):
