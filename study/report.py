@@ -109,6 +109,53 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
     return out
 
 
+def sequential_section(p: Protocol, specs) -> list:
+    """The sequential design, its boundaries, and where each comparison stopped (recomputed from
+    the store, the same pure function ``study run`` used; its ``sequential`` events log the same)."""
+    from study.scheduler.looks import store_plan
+
+    sq = p.sequential
+    design = sq.design(p.analysis)
+    with Store(p.store_path) as store:
+        plan = store_plan(p, specs, store)
+    m = len(plan.comparisons)
+    rows = [{"Look": b["look"], "Seed pairs": b["n_pairs"], "α spent": f"{b['alpha_spent']:.2g}",
+             "Efficacy: p ≤": f"{b['p_boundary']:.2g}", "Efficacy: |t| ≥": f"{b['t_boundary']:.2f}",
+             "Futility: p >": ("–" if not sq.futility or b["look"] == len(sq.looks) or fp >= 1 else f"{fp:g}")}
+            for b, fp in zip(design.boundaries(m), design.futility_p, strict=True)]
+    stops = [_stop_row(c, plan.decisions.get(c)) for c in plan.comparisons]
+    margin = p.analysis.margin
+    return [
+        para("Sequential design", "h2"),
+        para(f"Seeds ran look by look: at {', '.join(map(str, sq.looks))} seed pairs every comparison still "
+             f"undecided was tested; decided ones stopped and their runs for later seeds were never started "
+             f"({len(plan.stopped)} run(s)). Alpha spending: {'O’Brien–Fleming' if sq.spending == 'obf' else 'Pocock'}"
+             f"-type (Lan–DeMets), family-wise α = {p.analysis.alpha:g} over the {m} comparisons with Holm’s "
+             f"step-down (the boundaries below are for the first rejection, α/{m}; each rejection raises the "
+             "others’ level); "
+             + (f"equivalence (TOST within ±{margin * 100:g} pts) also stops a comparison; " if margin else "")
+             + ("futility: an interim p-value above the futility threshold stops it; " if sq.futility else "")
+             + "every comparison left at the last look stops there.", "small"),
+        pdf.table(pd.DataFrame(rows)),
+        para("Where each comparison stopped", "h2"),
+        para("<b>Caveat.</b> Estimates after early stopping are biased toward larger effects: a comparison stops "
+             "early when its observed difference happens to be large, so the naive mean difference at the stop "
+             "(shown here, and the intervals in section 4, which ignore the sequential design) overstates the "
+             "true effect of comparisons that stopped for efficacy.", "small"),
+        pdf.table(pd.DataFrame(stops)),
+    ]
+
+
+def _stop_row(c: tuple, d) -> dict:
+    task, model, treatment, baseline = c
+    row = {"Task / model": f"{task} / {model}", "Comparison": f"{treatment} vs {baseline}"}
+    if d is None:
+        return row | {"Stopped at look": "–", "Pairs": "–", "Decision": "undecided (runs to go, or failed)",
+                      "Naive Δ (pts)": "–"}
+    return row | {"Stopped at look": str(d.look), "Pairs": str(d.n_pairs), "Decision": d.decision,
+                  "Naive Δ (pts)": f"{d.estimate * 100:.2f}".replace("-", "−")}
+
+
 def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[str]) -> tuple[pd.DataFrame, set]:
     """mean ± sd per task × model (rows) × masker (columns); the best per row is bold only when it
     wins a significant comparison."""
@@ -379,6 +426,8 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
     specs, all_runs, runs, events, counts, result = gather(protocol)
     story = (title_block(protocol, counts) + summary_section(protocol, result, counts)
              + design_section(protocol, all_runs))
+    if protocol.sequential is not None:
+        story += sequential_section(protocol, specs)
     if result is not None:
         figs = result.figures()
         story += results_section(protocol, result)
