@@ -118,3 +118,26 @@ def test_sequential_block_is_not_part_of_run_ids(tmp_path):
     a = {s.run_id for s in expand(_protocol(tmp_path, looks=[3, 6]))}
     b = {s.run_id for s in expand(_protocol(tmp_path, looks=[2, 4, 6], spending="pocock"))}
     assert a == b
+
+
+def test_report_states_the_design_and_where_each_comparison_stopped(tmp_path):
+    from pypdf import PdfReader
+
+    from study.report import write_report
+
+    p = _protocol(tmp_path)
+    specs = expand(p)
+    by_id = {s.run_id: s for s in specs}
+    with Store(p.store_path) as store:
+        store.register(specs)
+        while not (plan := store_plan(p, specs, store)).finished:
+            for r in plan.needed:
+                _record(store, by_id[r])
+    out = write_report(p, tmp_path / "r.pdf")
+    text = "\n".join(pg.extract_text() for pg in PdfReader(out).pages)
+    boundary = SequentialDesign((3, 6), 0.05, "obf").boundaries(4)[0]["p_boundary"]
+    for part in ("Sequential design", "Where each comparison stopped", "Stopped at look", "Naive",
+                 "biased toward larger effects", f"{boundary:.2g}", "(6 run(s))"):
+        assert part in text, part
+    big = plan.decisions[("tweets", "m0", "big", "none")]
+    assert big.decision == "better" and f"{big.estimate * 100:.2f}" in text  # its naive estimate
