@@ -17,13 +17,15 @@ import pandas as pd
 POINT_COLUMNS = {
     "estimate", "sd", "se", "ci_low", "ci_high", "boot_low", "boot_high", "mde", "margin",
     "mean_treatment", "mean_baseline", "effect", "win_threshold", "mean", "min", "max",
+    "pi_low", "pi_high", "rope",
 }
 SHARE_COLUMNS = {
     "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
     "share_win_mismatched", "share_win_opposite", "share", "power_at_n", "target_power",
 }
 # Interval columns shown as one "[low, high]" cell under one header.
-INTERVALS = {"ci_low": ("ci_high", "CI"), "boot_low": ("boot_high", "BCa CI")}
+INTERVALS = {"ci_low": ("ci_high", "CI"), "boot_low": ("boot_high", "BCa CI"),
+             "pi_low": ("pi_high", "PI")}
 
 HEADERS = {
     "task": "Task", "model": "Model", "treatment": "Treatment", "baseline": "Baseline",
@@ -46,6 +48,9 @@ HEADERS = {
     "sum_sq": "Sum of squares", "mean_sq": "Mean square", "share": "Share", "mean": "Mean (pts)", "min": "Min (pts)",
     "max": "Max (pts)", "seed": "Seed", "status": "Status", "detail": "Detail",
     "predicted_class": "Predicted class", "n_boot": "Resamples",
+    "n_cells": "Cells", "p_val": "p", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
+    "rope": "ROPE ± (pts)", "p_better": "P(better)", "p_rope": "P(in ROPE)",
+    "p_worse": "P(worse)", "degenerate": "Degenerate",
 }
 
 
@@ -78,8 +83,10 @@ def fmt_value(col: str, value) -> str:
             return fmt_points(value)
         if col in SHARE_COLUMNS:
             return f"{value:.0%}" if col == "target_power" else f"{value:.2f}"
-        if col == "level":
+        if col in ("level", "i2"):
             return f"{value:.0%}"
+        if col == "tau2":  # a variance in metric units²: points² is x 10^4
+            return f"{value * 1e4:.3g}"
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
         if col in ("alpha", "effect_points"):

@@ -211,3 +211,60 @@ def disagreement_heatmap(dis: pd.DataFrame, ax=None):
     ax.set_title(f"What a single run would have said (win: |Δ| ≥ {thr:g} pts)", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
+
+
+def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
+                       margin: float | None = None, ax=None):
+    """Per comparison of :func:`analysis.across_cells` (``across``): each cell's paired
+    difference with its t-interval (``comparisons``: :func:`analysis.compare` rows), the
+    pooled estimate as a diamond spanning its interval, and the prediction interval for a new
+    cell as a bar under the diamond. Points on the x axis."""
+    rows = []  # (label, kind, record)
+    for a in across.to_dict("records"):
+        cells = comparisons[(comparisons["treatment"] == a["treatment"])
+                            & (comparisons["baseline"] == a["baseline"])]
+        rows += [(f"{r['task']}/{r['model']}", "cell", r) for r in cells.to_dict("records")]
+        rows.append((f"{a['treatment']} vs {a['baseline']}: pooled ({int(a['n_cells'])} cells)",
+                     "pooled", a))
+    per_row, font = _row_layout(len(rows))
+    fig, ax = _axes(ax, (7.5, 1.4 + per_row * max(len(rows), 1)))
+    if margin is not None:
+        ax.axvspan(-margin * 100, margin * 100, color="tab:green", alpha=0.12,
+                   label=f"equivalence ±{margin * 100:g} pts")
+    ax.axvline(0, color="0.3", lw=0.8)
+    y = np.arange(len(rows))[::-1]
+    texts, pi_labelled = [], False
+    for yi, (_, kind, r) in zip(y, rows, strict=True):
+        est, lo, hi = r["estimate"] * 100, r["ci_low"] * 100, r["ci_high"] * 100
+        if kind == "cell":
+            if np.isfinite(lo):
+                ax.plot([lo, hi], [yi, yi], color="tab:blue", lw=1.6)
+            ax.plot([est], [yi], "s", color="tab:blue", ms=4)
+        else:
+            if np.isfinite(r["pi_low"]):
+                ax.plot([r["pi_low"] * 100, r["pi_high"] * 100], [yi - 0.3] * 2, color="tab:red",
+                        lw=1, label=None if pi_labelled else "prediction interval")
+                pi_labelled = True
+            if np.isfinite(lo):
+                ax.fill([lo, est, hi, est], [yi, yi + 0.28, yi, yi - 0.28], color="black")
+            else:
+                ax.plot([est], [yi], "D", color="black", ms=5)
+            ax.axhline(yi - 0.5, color="0.8", lw=0.6)
+        texts.append(_interval_text(r) if np.isfinite(est) else "–")
+    ax.set_yticks(y, [lab for lab, _, _ in rows], fontsize=font)
+    ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    ax.tick_params(axis="x", labelsize=font)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(y, texts, fontsize=font, family="monospace")
+    right.tick_params(axis="y", length=0)
+    level = float(across["level"].iloc[0]) if len(across) else 0.95
+    method = str(across["method"].iloc[0]).upper().replace("+", ", ") if len(across) else ""
+    ax.set_xlabel(f"treatment − baseline (points); squares: cells with {level:.0%} t-CI; "
+                  f"diamond: pooled {level:.0%} CI ({method}); red bar: prediction interval",
+                  fontsize=font)
+    ax.set_title("Across tasks and models (random effects)", fontsize=font + 2)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="lower right", fontsize=font - 1, framealpha=0.9)
+    return fig

@@ -12,18 +12,22 @@ import pandas as pd
 
 from analysis import caveats
 from analysis._frames import AnalysisWarning, check_runs, resolve_comparisons
+from analysis.across import COLUMNS as ACROSS_COLUMNS
+from analysis.across import across_cells
 from analysis.audit import pair_runs
+from analysis.bayes import COLUMNS as BAYES_COLUMNS
+from analysis.bayes import bayes_paired
 from analysis.collapse import single_class_runs
 from analysis.comparisons import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparisons import compare
 from analysis.disagreement import single_run_disagreement
 from analysis.multiboot import multibootstrap
 from analysis.power import power_table
-from analysis.summary import summary_sentence
+from analysis.summary import across_sentence, summary_sentence
 from analysis.tables import write_tables
 from analysis.variance import variance_decomposition
 
-FIGURES = ("forest", "slopes", "distributions", "power_curve", "disagreement")
+FIGURES = ("forest", "across_forest", "slopes", "distributions", "power_curve", "disagreement")
 CELL_COLUMNS = ["task", "model", "masker", "metric", "n_seeds", "mean", "sd", "min", "max"]
 
 
@@ -52,11 +56,17 @@ class AnalysisResult:
     pairing: str = ""  # the pairing audit's verdict
     multiboot_note: str = ""  # where the multibootstrap and the seed-level tests disagree, and why
     settings: dict = field(default_factory=dict)
+    # random-effects summary over task x model cells, per comparison run in >= 2 cells
+    across: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACROSS_COLUMNS))
+    # P(better) / P(within ±margin) / P(worse): per cell, then across cells (scope column)
+    bayes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BAYES_COLUMNS))
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> frame of every result table, in reading order. A new table added here is
         written (md, csv, tex) by ``write_result`` with no further change."""
-        out = {"comparisons": self.comparisons}
+        out = {"comparisons": self.comparisons, "bayes": self.bayes}
+        if len(self.across):
+            out["across"] = self.across
         if self.multibootstrap is not None:
             out["multibootstrap"] = self.multibootstrap
         out |= {"power": self.power, "disagreement": self.disagreement,
@@ -82,8 +92,10 @@ class AnalysisResult:
 
         if not self.pairs:
             return {"distributions": F.distribution_plot(self.runs)}
-        return {
-            "forest": F.forest_plot(self.comparisons, self.margin),
+        out = {"forest": F.forest_plot(self.comparisons, self.margin)}
+        if len(self.across):
+            out["across_forest"] = F.across_forest_plot(self.across, self.comparisons, self.margin)
+        return out | {
             "slopes": F.slope_plot(self.runs, comparisons=self.pairs),
             "distributions": F.distribution_plot(self.runs),
             "power_curve": F.power_curve(self.comparisons),
@@ -176,6 +188,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         disagreement = single_run_disagreement(clean, comparisons=pairs,
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
+        across, bayes = across_and_bayes(clean, pairs, table, alpha, margin, seed, on_mismatch)
     collapse_notes, dead = caveats.collapse(table, clean, collapsed)
     mb_note = caveats.multiboot_disagreement(table, mb, alpha)
     return AnalysisResult(
@@ -186,7 +199,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         audit=audit.rename(columns={"masker": "treatment"}),
         multibootstrap=mb,
         cells=cell_table(clean),
-        summary=summary_sentence(table, alpha),
+        summary=summary_sentence(table, alpha) + across_sentence(across, bayes),
         runs=clean,
         pairs=pairs,
         alpha=alpha,
@@ -197,7 +210,30 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         pairing=caveats.pairing_verdict(audit, clean),
         multiboot_note=" ".join(mb_note),
         settings=settings,
+        across=across,
+        bayes=bayes,
     )
+
+
+def across_and_bayes(runs, pairs, table, alpha, margin, seed, on_mismatch):
+    """The across-cell table (REML tau2, HKSJ interval at level 1 - alpha) for comparisons
+    made in at least 2 cells, and the Bayesian table with rope = ``margin``.
+
+    Without a margin the rope is 0: P(better) + P(worse) = 1 and ``p_rope`` is 0, which
+    says "no margin declared", not "never equivalent" (the summary words it so). Across-scope
+    Bayesian rows are kept only where the across-cell table has a row: one cell is not a
+    population of cells."""
+    cells = table.groupby(["treatment", "baseline"], sort=False)[["task", "model"]].apply(
+        lambda g: len(g.drop_duplicates()))
+    multi = [pair for pair in pairs if cells.get(pair, 0) >= 2]
+    across = (across_cells(runs, comparisons=multi, method="reml", hksj=True, level=1 - alpha,
+                           on_mismatch=on_mismatch)
+              if multi else pd.DataFrame(columns=ACROSS_COLUMNS))
+    bayes = bayes_paired(runs, comparisons=pairs, rope=margin, seed=seed, on_mismatch=on_mismatch)
+    keep = (bayes["scope"] == "cell") | pd.Series(
+        [(t, b) in multi for t, b in zip(bayes["treatment"], bayes["baseline"], strict=True)],
+        index=bayes.index)
+    return across, bayes[keep].reset_index(drop=True)
 
 
 def write_result(result: AnalysisResult, out_dir, figures: bool = True) -> dict[str, Path]:

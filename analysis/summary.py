@@ -71,3 +71,40 @@ def summary_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
         at = f"{top}" if floored.size == 1 else f"≤ {top}"
         parts.append(f"with {at} seed pairs the exact tests cannot reach p < {2.0 ** (1 - top):.4g}")
     return "; ".join(parts) + "."
+
+
+def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame) -> str:
+    """The across-cell verdict to append to :func:`summary_sentence`: per comparison made in
+    >= 2 cells, the pooled difference with its interval, heterogeneity, prediction interval
+    and the Bayesian signed-rank probabilities; "" when no comparison spans 2 cells."""
+    parts = []
+    probs = bayes[bayes["scope"] == "across"].set_index(["treatment", "baseline"]) \
+        if len(bayes) else pd.DataFrame()
+    for r in across.to_dict("records"):
+        name = f"{r['treatment']} vs {r['baseline']}"
+        if not np.isfinite(r["estimate"]) or not np.isfinite(r["ci_low"]):
+            parts.append(f"across cells, {name}: {int(r['n_cells'])} usable cell(s), "
+                         "no across-cell inference")
+            continue
+        verdict = "includes zero" if r["ci_low"] <= 0 <= r["ci_high"] else "excludes zero"
+        txt = (f"across {int(r['n_cells'])} cells, {name}: {_pts(r['estimate'])} pts "
+               f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] ({r['level']:.0%} CI, "
+               f"{_method(r['method'])}; {verdict}), τ = {np.sqrt(r['tau2']) * 100:.2f} pts, "
+               f"I² = {r['i2']:.0%}")
+        if np.isfinite(r["pi_low"]):
+            txt += f", prediction interval [{_pts(r['pi_low'])}, {_pts(r['pi_high'])}]"
+        key = (r["treatment"], r["baseline"])
+        if key in probs.index and np.isfinite(probs.loc[key, "p_better"]):
+            b = probs.loc[key]
+            rope = float(b["rope"])
+            txt += f"; P(better) = {b['p_better']:.2f}"
+            txt += (f", P(within ±{rope * 100:g} pts) = {b['p_rope']:.2f}" if rope > 0
+                    else " (no margin: no rope)")
+            txt += f", P(worse) = {b['p_worse']:.2f}"
+        parts.append(txt)
+    return "".join(f" {p[0].upper()}{p[1:]}." for p in parts)
+
+
+def _method(method: str) -> str:
+    tau, _, interval = str(method).partition("+")
+    return f"{tau.upper()}, {'HKSJ' if interval == 'hksj' else interval.capitalize()}"

@@ -25,6 +25,10 @@ MD_COLUMNS = {"comparisons": [
     "boot_high", "d_z", "mde", "p_tost", "equivalent", "level", "warning",
 ]}
 CAPTIONS = {
+    "bayes": "Bayesian probabilities that the treatment is better, within $\\pm$margin, or worse "
+             "(per cell: $t$ posterior; across cells: Bayesian signed-rank test).",
+    "across": "Across tasks and models: random-effects pooled difference (points), "
+              "heterogeneity and prediction interval for a new cell.",
     "multibootstrap": "Multibootstrap over seeds and evaluation examples (differences in points).",
     "power": "Power of the paired $t$-test and seeds needed for the target power.",
     "disagreement": "What a single run would have told you: shares of single-seed comparisons.",

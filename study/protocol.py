@@ -107,6 +107,22 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class SequentialConfig:
+    """Seeds look by look (``study run``): after each look's seeds finish, decided comparisons
+    stop and undecided ones go on. Alpha and margin come from ``analysis:``; not in run_ids."""
+
+    looks: tuple[int, ...] = (3, 5, 8, 12)  # seed pairs at each look, increasing, last <= seeds
+    spending: Literal["obf", "pocock"] = "obf"  # O'Brien-Fleming-like or Pocock-like alpha spending
+    futility: bool = True  # stop comparisons that look hopeless at an interim look
+
+    def design(self, analysis: AnalysisConfig):
+        from analysis.sequential import SequentialDesign
+
+        return SequentialDesign(self.looks, analysis.alpha, self.spending, analysis.margin,
+                                self.futility)
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port" to join a cluster
     num_cpus: int | None = None  # resources of a local Ray started by the driver (None: detected) ...
@@ -157,6 +173,7 @@ class Protocol:
     training: TrainingConfig
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    sequential: SequentialConfig | None = None  # None: every seed runs (the fixed design)
     description: str = ""
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
     # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
@@ -529,6 +546,7 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
         if t.early_stopping_patience < 1:
             conv.fail("training.early_stopping_patience", f"must be at least 1, got {t.early_stopping_patience}")
     _check_analysis(conv, p)
+    _check_sequential(conv, p)
     e = p.execution
     for k in ("runs_per_gpu", "cpu_slots", "max_attempts"):
         if getattr(e, k) < 1:
@@ -564,3 +582,26 @@ def _check_analysis(conv: _Converter, p: Protocol) -> None:
         known(c.baseline, f"analysis.comparisons[{i}].baseline")
         if c.treatment == c.baseline:
             conv.fail(f"analysis.comparisons[{i}]", "treatment and baseline are the same masker")
+
+
+def _check_sequential(conv: _Converter, p: Protocol) -> None:
+    sq = p.sequential
+    if sq is None:
+        return
+    looks = sq.looks
+    if not looks:
+        conv.fail("sequential.looks", "is empty", "list the seed counts to decide at, e.g. [3, 5, 8, 12]")
+    if looks[0] < 2:
+        conv.fail("sequential.looks[0]", f"must be at least 2 seeds (a paired t-test needs 2), got {looks[0]}",
+                  "start the looks at 2 or more, e.g. [3, 5, 8, 12]")
+    for i in range(1, len(looks)):
+        if looks[i] <= looks[i - 1]:
+            conv.fail(f"sequential.looks[{i}]", f"looks must be strictly increasing, got {list(looks)}",
+                      "list increasing seed counts, e.g. [3, 5, 8, 12]")
+    if looks[-1] > len(p.seeds):
+        conv.fail(f"sequential.looks[{len(looks) - 1}]",
+                  f"the last look needs {looks[-1]} seeds but the protocol has {len(p.seeds)}",
+                  f"add seeds (seeds.count: {looks[-1]}) or lower the last look")
+    if not p.comparisons():
+        conv.fail("sequential", "nothing is compared, so there is nothing to decide look by look",
+                  "set analysis.baseline or analysis.comparisons, or remove the sequential block")

@@ -109,6 +109,53 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
     return out
 
 
+def sequential_section(p: Protocol, specs) -> list:
+    """The sequential design, its boundaries, and where each comparison stopped (recomputed from
+    the store, the same pure function ``study run`` used; its ``sequential`` events log the same)."""
+    from study.scheduler.looks import store_plan
+
+    sq = p.sequential
+    design = sq.design(p.analysis)
+    with Store(p.store_path) as store:
+        plan = store_plan(p, specs, store)
+    m = len(plan.comparisons)
+    rows = [{"Look": b["look"], "Seed pairs": b["n_pairs"], "α spent": f"{b['alpha_spent']:.2g}",
+             "Efficacy: p ≤": f"{b['p_boundary']:.2g}", "Efficacy: |t| ≥": f"{b['t_boundary']:.2f}",
+             "Futility: p >": ("–" if not sq.futility or b["look"] == len(sq.looks) or fp >= 1 else f"{fp:g}")}
+            for b, fp in zip(design.boundaries(m), design.futility_p, strict=True)]
+    stops = [_stop_row(c, plan.decisions.get(c)) for c in plan.comparisons]
+    margin = p.analysis.margin
+    return [
+        para("Sequential design", "h2"),
+        para(f"Seeds ran look by look: at {', '.join(map(str, sq.looks))} seed pairs every comparison still "
+             f"undecided was tested; decided ones stopped and their runs for later seeds were never started "
+             f"({len(plan.stopped)} run(s)). Alpha spending: {'O’Brien–Fleming' if sq.spending == 'obf' else 'Pocock'}"
+             f"-type (Lan–DeMets), family-wise α = {p.analysis.alpha:g} over the {m} comparisons with Holm’s "
+             f"step-down (the boundaries below are for the first rejection, α/{m}; each rejection raises the "
+             "others’ level); "
+             + (f"equivalence (TOST within ±{margin * 100:g} pts) also stops a comparison; " if margin else "")
+             + ("futility: an interim p-value above the futility threshold stops it; " if sq.futility else "")
+             + "every comparison left at the last look stops there.", "small"),
+        pdf.table(pd.DataFrame(rows)),
+        para("Where each comparison stopped", "h2"),
+        para("<b>Caveat.</b> Estimates after early stopping are biased toward larger effects: a comparison stops "
+             "early when its observed difference happens to be large, so the naive mean difference at the stop "
+             "(shown here, and the intervals in section 4, which ignore the sequential design) overstates the "
+             "true effect of comparisons that stopped for efficacy.", "small"),
+        pdf.table(pd.DataFrame(stops)),
+    ]
+
+
+def _stop_row(c: tuple, d) -> dict:
+    task, model, treatment, baseline = c
+    row = {"Task / model": f"{task} / {model}", "Comparison": f"{treatment} vs {baseline}"}
+    if d is None:
+        return row | {"Stopped at look": "–", "Pairs": "–", "Decision": "undecided (runs to go, or failed)",
+                      "Naive Δ (pts)": "–"}
+    return row | {"Stopped at look": str(d.look), "Pairs": str(d.n_pairs), "Decision": d.decision,
+                  "Naive Δ (pts)": f"{d.estimate * 100:.2f}".replace("-", "−")}
+
+
 def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[str]) -> tuple[pd.DataFrame, set]:
     """mean ± sd per task × model (rows) × masker (columns); the best per row is bold only when it
     wins a significant comparison."""
@@ -177,7 +224,57 @@ def comparisons_section(result, figs: dict) -> list:
     for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     out.append(pdf.figure(figs["forest"], width=pdf.TEXT_W))
+    out += bayes_section(result) + across_section(result, figs)
     out += multiboot_section(result)
+    return out
+
+
+def bayes_section(result) -> list:
+    """P(better) / P(within the margin) / P(worse) beside each comparison of the table above."""
+    b = result.bayes
+    cells = b[b["scope"] == "cell"] if len(b) else b
+    if not len(cells):
+        return []
+    keys = ["task", "model", "treatment", "baseline"]
+    cells = result.comparisons[keys].merge(cells, on=keys, how="inner")  # the table's row order
+    rope = float(cells["rope"].iloc[0])
+    rope_txt = (f"the region of practical equivalence (ROPE) is ±{rope * 100:g} points, the protocol's margin"
+                if rope > 0 else "no margin is declared, so there is no ROPE: P(in ROPE) is 0 and "
+                "P(better) + P(worse) = 1")
+    cols = ["n_pairs", "estimate", "p_better", "p_rope", "p_worse"] if rope > 0 else \
+        ["n_pairs", "estimate", "p_better", "p_worse"]
+    out = [para("Bayesian probabilities", "h2"),
+           para("Posterior probability that the treatment is better, practically equivalent or worse, for the "
+                "same comparisons in the same order: Student-t posterior of the mean paired difference under the "
+                f"non-informative prior; {rope_txt}. Cells whose differences have no spread get no posterior.",
+                "small"),
+           pdf.table(display_frame(cells, cols))]
+    return out
+
+
+def across_section(result, figs: dict) -> list:
+    """Random-effects summary over task x model cells, for comparisons made in >= 2 cells."""
+    a = result.across
+    if not len(a):
+        return []
+    level = float(a["level"].iloc[0])
+    probs = result.bayes[result.bayes["scope"] == "across"]
+    shown = a.merge(probs[["treatment", "baseline", "p_better", "p_rope", "p_worse"]],
+                    on=["treatment", "baseline"], how="left")
+    if float(probs["rope"].max() if len(probs) else 0) == 0:
+        shown = shown.drop(columns="p_rope")
+    out = [pdf.page_break(), para("Across tasks and models", "h2"),
+           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences: τ² by REML, "
+                f"{level:.0%} interval by Hartung–Knapp–Sidik–Jonkman (t with cells − 1 df; it holds its level with "
+                "few cells, the normal interval does not); I²: share of the spread due to heterogeneity; "
+                "PI: prediction interval for the effect in a new task or model (needs 3 cells). P(better), "
+                "P(in ROPE), P(worse): Bayesian signed-rank test over the cells (Benavoli et al. 2017).", "small"),
+           pdf.table(display_frame(shown, ["n_cells", "estimate", "ci_low", "ci_high", "p_val", "tau2", "i2",
+                                           "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
+    for w in sorted({str(w) for w in a["warning"] if str(w)}):
+        out.append(para(f"Note: {esc(w)}", "small"))
+    if "across_forest" in figs:
+        out.append(pdf.figure(figs["across_forest"], width=pdf.TEXT_W))
     return out
 
 
@@ -329,6 +426,8 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
     specs, all_runs, runs, events, counts, result = gather(protocol)
     story = (title_block(protocol, counts) + summary_section(protocol, result, counts)
              + design_section(protocol, all_runs))
+    if protocol.sequential is not None:
+        story += sequential_section(protocol, specs)
     if result is not None:
         figs = result.figures()
         story += results_section(protocol, result)

@@ -148,6 +148,17 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
         assert header in text, header
     assert "Caveat. With 5 paired seeds" in text
     assert "60 of 60 seed pairs audited ok" in text
+    for part in ("Bayesian probabilities", "P(better)", "P(in ROPE)", "Across tasks and models",
+                 "Across 6 cells, random vs none", "95% PI (pts)"):
+        assert part in text, part
+    out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
+    assert out.returncode == 0, out.stderr
+    for name in ("across", "bayes"):
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    across = pd.read_csv(tmp_path / "tables" / "across.csv")
+    assert list(across.treatment) == ["random", "typhoon"] and set(across.n_cells) == {6}
+    assert "Across 6 cells, typhoon vs none" in (tmp_path / "tables" / "summary.txt").read_text()
 
 
 def test_analyze_prints_and_writes_the_same_caveats(tmp_path):

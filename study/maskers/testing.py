@@ -11,6 +11,12 @@ a CUDA out-of-memory error on CPU, or to keep a worker busy long enough to kill 
     - {name: oom-once, kind: test-fault, fail: once, error: oom, marker: /tmp/x/oom-marker}
     - {name: slow, kind: test-fault, sleep_s: 20}
     - {name: slow-once, kind: test-fault, sleep_s: 60, marker: /tmp/x/slow-marker}
+    - {name: class-2, kind: test-fault, favour_class: 2}
+
+``favour_class`` gives a run a real, known effect on the metric, which the tiny test models
+(a few dozen examples, one layer: every run predicts one class) cannot produce by masking: it
+adds a large bias to that class's logit in the classification head, so evaluation predicts it
+for (nearly) every example. The sequential-run tests use it to make a comparison decide early.
 
 With a ``marker`` file, the faults (sleep and ``fail: once``) fire only in the attempt that
 creates the file; later attempts train normally. Otherwise it trains exactly like ``none``.
@@ -37,6 +43,7 @@ class FaultParams:
     error: Literal["runtime", "oom"] = "runtime"
     marker: str | None = None  # faults fire only in the attempt that creates this file
     sleep_s: float = 0.0  # sleep before training (a window to kill the worker)
+    favour_class: int | None = None  # bias the head toward this class (a known effect)
 
     def __post_init__(self):
         if self.fail == "once" and not self.marker:
@@ -61,6 +68,13 @@ class FaultMasker(Masker):
             time.sleep(self.params.sleep_s)
         if self.params.fail == "always" or (self.params.fail == "once" and first):
             self._raise()
+        if self.params.favour_class is not None:
+            import torch
+
+            # the head is the model's last Linear layer (BERT-family classifiers, token or sequence)
+            head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                head.bias[self.params.favour_class] += 20.0
 
     def _raise(self) -> None:
         if self.params.error == "oom":

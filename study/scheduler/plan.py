@@ -261,11 +261,15 @@ def print_plan(protocol: Protocol, specs: list[RunSpec], gpus: list[int] | None 
         with Store(protocol.store_path) as store:
             statuses = store.statuses(s.run_id for s in specs)
             finished = _finished_runs(store, {s.run_id: s for s in specs})
+            stopped = _stopped_early(protocol, specs, store)
+    else:
+        stopped = set()
+    statuses |= dict.fromkeys(stopped, "stopped")  # never to run: their comparisons have decided
     ex = protocol.execution
     gpus = detect_gpus() if gpus is None else gpus
     slots = len(gpus) * ex.runs_per_gpu if gpus else ex.cpu_slots
     est = Estimator(finished, calibrate, preloaded=ex.backend == "local" and ex.worker_start == "forkserver")
-    pending = [s for s in specs if statuses.get(s.run_id, "pending") != "done"]
+    pending = [s for s in specs if statuses.get(s.run_id, "pending") not in ("done", "stopped")]
     estimates = {s.run_id: est.estimate(s) for s in pending}
 
     print(f"{'run_id':16}  {'task':12} {'model':14} {'masker':16} {'seed':>4}  {'status':8} estimate", file=out)
@@ -277,7 +281,10 @@ def print_plan(protocol: Protocol, specs: list[RunSpec], gpus: list[int] | None 
               f"{statuses.get(s.run_id, 'pending'):8} {shown}", file=out)
     done = sum(1 for v in statuses.values() if v == "done")
     failed = sum(1 for s in specs if statuses.get(s.run_id) == "failed")
-    print(f"\n{len(specs)} runs: {done} done, {failed} failed, {len(pending)} to run", file=out)
+    print(f"\n{len(specs)} runs: {done} done, {failed} failed, {len(pending)} to run"
+          + (f", {len(stopped)} stopped early by the sequential design" if stopped else "")
+          + (" (at most: later looks run only for undecided comparisons)" if protocol.sequential and pending else ""),
+          file=out)
     if not pending:
         return 0
     known = [e.seconds for e in estimates.values() if e.seconds is not None]
@@ -310,6 +317,15 @@ def print_plan(protocol: Protocol, specs: list[RunSpec], gpus: list[int] | None 
     return 0
 
 
+def _stopped_early(protocol: Protocol, specs: list[RunSpec], store) -> set[str]:
+    """Pending runs a sequential study will never start (their comparisons have decided)."""
+    if protocol.sequential is None:
+        return set()
+    from study.scheduler.looks import store_plan
+
+    return store_plan(protocol, specs, store).stopped
+
+
 def print_status(protocol: Protocol, specs: list[RunSpec], failures: bool = False, stream=None) -> int:
     from study.scheduler.lock import holder_alive
     from study.store import Store
@@ -322,7 +338,10 @@ def print_status(protocol: Protocol, specs: list[RunSpec], failures: bool = Fals
     with Store(protocol.store_path) as store:
         ids = [s.run_id for s in specs]
         counts = store.counts(ids)
-        print(f"{protocol.name}: {len(specs)} runs — " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
+        stopped = len(_stopped_early(protocol, specs, store))
+        counts["pending"] -= stopped
+        print(f"{protocol.name}: {len(specs)} runs — " + ", ".join(f"{v} {k}" for k, v in counts.items())
+              + (f", {stopped} stopped early by the sequential design" if stopped else ""), file=out)
         driver = store.driver_info()
         if driver:
             alive = holder_alive(driver)

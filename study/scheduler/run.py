@@ -18,6 +18,7 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
     from study.scheduler import make_backend
     from study.scheduler.driver import Driver, Interrupted, adopt
     from study.scheduler.lock import DriverLock, StoreLocked
+    from study.scheduler.looks import record_decisions, store_plan
 
     stream = stream or sys.stderr
     name = backend or protocol.execution.backend
@@ -47,22 +48,38 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
             if retry_failed:
                 store.reset_failed(ids)
             counts = store.counts(ids)
-            todo = counts["pending"]
+            plan = store_plan(protocol, specs, store) if protocol.sequential else None
+            stopped = len(plan.stopped) if plan else 0
+            todo = counts["pending"] - stopped
             print(f"{protocol.name}: {len(specs)} runs ({new} new), {counts['done']} done, {counts['failed']} failed, "
-                  f"{todo} to run" + (f"; {stale} interrupted run(s) set back to pending" if stale else ""),
+                  f"{todo} to run" + (f"; {stale} interrupted run(s) set back to pending" if stale else "")
+                  + (f"; {stopped} stopped early by the sequential design" if stopped else ""),
                   file=stream)
             if todo == 0 and not adopted:
+                if plan:
+                    record_decisions(store, plan)
                 return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
             be = be or make_backend(name, protocol, protocol.store_path, gpus=gpus)
-            progress = Progress(total=len(specs), already_done=counts["done"], already_failed=counts["failed"],
-                                stream=stream, tty=progress_tty, prior_run_s=_typical_run_s(store, ids))
-            driver = Driver(specs, store, be, protocol.execution.max_attempts, progress=progress,
-                            heartbeat=lock.heartbeat, adopted=adopted)
+            progress = Progress(total=len(specs) - stopped, already_done=counts["done"],
+                                already_failed=counts["failed"], stream=stream, tty=progress_tty,
+                                prior_run_s=_typical_run_s(store, ids))
+
+            to_adopt = list(adopted)  # handed to the first driver only: later looks start fresh
+
+            def drive(subset: list[RunSpec]) -> dict[str, int]:
+                jobs, to_adopt[:] = list(to_adopt), []
+                return Driver(subset, store, be, protocol.execution.max_attempts, progress=progress,
+                              heartbeat=lock.heartbeat, adopted=jobs).run()
+
             try:
                 be.open()  # (idempotent: the driver opens it too) to describe the real resources
                 print(f"{protocol.name}: {be.describe()}", file=stream)
                 progress.slots = max(1, be.slots())
-                counts = driver.run()
+                if plan:
+                    run_looks(protocol, specs, store, drive, stream)
+                else:
+                    drive(specs)
+                counts = store.counts(ids)
             except (KeyboardInterrupt, Interrupted) as e:
                 progress.close()
                 why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
@@ -71,15 +88,43 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
                 return EXIT_INTERRUPTED
             finally:
                 be.close(cancel=True)  # no-op after a clean run; shuts down what open() started otherwise
+            if plan:
+                stopped = len(store_plan(protocol, specs, store).stopped)
             progress.close()
         finally:
             lock.release()
-    print(f"{protocol.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending",
-          file=stream)
+    counts["pending"] -= stopped
+    print(f"{protocol.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending"
+          + (f", {stopped} stopped early by the sequential design" if stopped else ""), file=stream)
     if counts["failed"]:
         print(f"{protocol.name}: failed runs keep their tracebacks in the store's events table "
               "(`study status` shows them); `study run --retry-failed` gives them fresh attempts.", file=stream)
     return EXIT_OK if counts["failed"] == 0 and counts["pending"] == 0 else EXIT_RUNS_FAILED
+
+
+def run_looks(protocol: Protocol, specs: list[RunSpec], store: Store, drive, stream) -> None:
+    """Run a sequential study look by look (study/scheduler/looks.py): run the look's missing
+    runs with ``drive(specs)``, record the decisions they settle, go on until every comparison
+    has decided (or has no runs left to run)."""
+    from study.scheduler.looks import record_decisions, store_plan
+
+    by_id = {s.run_id: s for s in specs}
+    n_looks = len(protocol.sequential.looks)
+    previous = None
+    while True:
+        plan = store_plan(protocol, specs, store)
+        for c, d in record_decisions(store, plan):
+            print(f"{protocol.name}: {'/'.join(c[:2])} {c[2]} vs {c[3]}: {d.decision} at look {d.look} "
+                  f"({d.n_pairs} seed pairs)", file=stream)
+        if plan.finished:
+            return
+        if plan.needed == previous:  # the driver returned without running them: a bug, not a loop
+            raise RuntimeError(f"look {plan.look + 1}: {len(plan.needed)} run(s) still pending after the driver ran")
+        previous = plan.needed
+        undecided = len(plan.comparisons) - len(plan.decisions)
+        print(f"{protocol.name}: look {plan.look + 1} of {n_looks} ({protocol.sequential.looks[plan.look]} seeds): "
+              f"{len(plan.needed)} run(s) for {undecided} undecided comparison(s)", file=stream)
+        drive([by_id[r] for r in plan.needed])
 
 
 def _typical_run_s(store: Store, run_ids: list[str]) -> float | None:

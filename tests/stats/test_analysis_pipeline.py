@@ -13,6 +13,7 @@ from _analysis_testkit import make_runs, small_study
 
 import analysis
 from analysis import analyze, compare, figures, summary_sentence, write_analysis
+from analysis.summary import across_sentence
 from analysis.tables import comparisons_latex, latex_escape, to_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,9 @@ def test_analysis_result_tables():
     assert len(res.comparisons) == len(res.multibootstrap) == len(res.disagreement) == 8
     assert len(res.power) == 8 * 4 and res.audit.status.eq("ok").all()
     assert res.variance.share.sum() == pytest.approx(1.0)
-    assert res.summary == summary_sentence(res.comparisons)
+    # the per-comparison verdict, then the across-cell verdict (issue 14 phase 2)
+    assert res.summary == summary_sentence(res.comparisons) + across_sentence(res.across, res.bayes)
+    assert " Across 4 cells, random vs none: " in res.summary
 
 
 def test_summary_sentence_variants():
