@@ -32,7 +32,7 @@ NOISE_Z = 2.0
 CHANCE_DRAWS = 200
 MAX_EQUIVALENCE_SEEDS = 10_000
 
-COLUMNS = ["task", "model", "treatment", "baseline", "metric", "n_runs", "estimate", "sd_seed", "majority",
+COLUMNS = ["task", "model", "masker", "baseline", "metric", "n_runs", "mean", "sd_seed", "majority",
            "chance", "n_collapsed", "n_pairs", "sd_diff", "sd_source", "seeds_needed", "seeds_needed_equivalence",
            "planned_seeds", "margin", "level", "run_s", "verdict"]
 
@@ -121,7 +121,7 @@ def pilot_table(runs: pd.DataFrame, preds: pd.DataFrame, comparisons: list[tuple
 
     ``runs``: the analysis frame (``run_id, task, model, masker, seed, metric, value, wall_time_s``);
     ``preds``: their predictions (``run_id, label, prediction``); ``comparisons``: (treatment,
-    baseline) pairs of the protocol. Baseline rows have ``treatment == baseline`` and no paired SD.
+    baseline) pairs of the protocol. Baseline rows have ``masker == baseline`` and no paired SD.
     ``verdict`` is the cell's (task × model) verdict, repeated on each of its rows: collapsed if
     any of its runs collapsed, too noisy if the planned seeds are fewer than the seeds needed to
     detect ``margin`` at ``power`` or to show equivalence within it, else ok. Columns: :data:`COLUMNS`.
@@ -152,8 +152,8 @@ def pilot_table(runs: pd.DataFrame, preds: pd.DataFrame, comparisons: list[tuple
             needed = seeds_needed(margin, sd_diff, alpha, power) if margin else np.nan
             needed_eq = seeds_needed_equivalence(margin, sd_diff, alpha, power) if margin else np.nan
             cell_rows.append({
-                "task": task, "model": model, "treatment": masker, "baseline": baseline, "metric": metric,
-                "n_runs": len(g), "estimate": float(values.mean()), "sd_seed": sd_seed, "majority": majority,
+                "task": task, "model": model, "masker": masker, "baseline": baseline, "metric": metric,
+                "n_runs": len(g), "mean": float(values.mean()), "sd_seed": sd_seed, "majority": majority,
                 "chance": chance, "n_collapsed": int(flags.loc[g["run_id"], "collapsed"].sum()),
                 "n_pairs": n_pairs, "sd_diff": sd_diff, "sd_source": source, "seeds_needed": needed,
                 "seeds_needed_equivalence": needed_eq, "planned_seeds": planned_seeds, "margin": margin,

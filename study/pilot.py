@@ -91,7 +91,7 @@ def render(table, stream) -> None:
           f"{'s/run':>6}", file=stream)
     for r in table.itertuples(index=False):
         diff = num(r.sd_diff) + ("" if r.sd_source == "paired" else "*")
-        print(f"{r.task:12} {r.model:14} {r.treatment:16} {r.metric:9} {r.n_runs:>4} {num(r.estimate):>6} "
+        print(f"{r.task:12} {r.model:14} {r.masker:16} {r.metric:9} {r.n_runs:>4} {num(r.mean):>6} "
               f"{num(r.majority):>8} {num(r.chance):>6} {f'{r.n_collapsed}/{r.n_runs}':>9} {num(r.sd_seed):>7} "
               f"{diff:>7} {num(r.seeds_needed, '{}'):>13} {num(r.seeds_needed_equivalence, '{}'):>6} "
               f"{num(r.run_s, '{:.0f}'):>6}", file=stream)
@@ -114,7 +114,7 @@ def run_pilot(protocol: Protocol, specs: list[RunSpec], seeds: int = 2, maskers:
         return code
     a = protocol.analysis
     print(f"\npilot of {protocol.name}: seeds {protocol.seeds[:seeds]}, maskers: "
-          f"{', '.join(sorted(set(table['treatment'])))}; margin {a.margin}, α {a.alpha}, power 0.8, "
+          f"{', '.join(sorted(set(table['masker'])))}; margin {a.margin}, α {a.alpha}, power 0.8, "
           f"{len(protocol.seeds)} seeds planned", file=out)
     render(table, out)
     print("  collapsed = predicted one class, or accuracy within 2 binomial SE of the majority class; "

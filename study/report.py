@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.display import display_frame
+from analysis.display import display_frame, fmt_points
 from study import pdf
 from study.pdf import esc, para
 from study.protocol import Protocol
@@ -85,15 +85,16 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
                     "comparison masker by seed: same head initialisation, data order and dropout draws "
                     "(audited in section 8). Comparisons: "
                     + "; ".join(f"{esc(t)} vs {esc(b)}" for t, b in p.comparisons()) + "."))
-    tasks = pd.DataFrame([{"task": t.name, "dataset": t.dataset, "train": t.max_train_examples or "all",
-                           "eval": t.max_eval_examples or "all", "data": t.data_dir or "built-in / hub"}
-                          for t in p.tasks])
-    models = pd.DataFrame([{"model": m.name, "source": m.source, "layers": m.num_hidden_layers or "all",
-                            "replacement token": m.replacement_token or "default"} for m in p.models])
-    maskers = pd.DataFrame([{"masker": m.name, "kind": m.kind,
-                             "parameters": ", ".join(f"{k}={v}" for k, v in m.to_dict().items()
+    tasks = pd.DataFrame([{"Task": t.name, "Dataset": t.dataset, "Train examples": t.max_train_examples or "all",
+                           "Eval examples": t.max_eval_examples or "all",
+                           "Data": t.data_dir or t.train_file or "built-in / hub"} for t in p.tasks])
+    models = pd.DataFrame([{"Model": m.name, "Source": m.source, "Layers": m.num_hidden_layers or "all",
+                            "Replacement token": m.replacement_token or "default"} for m in p.models])
+    maskers = pd.DataFrame([{"Masker": m.name, "Kind": m.kind,
+                             "Parameters": ", ".join(f"{k}={v}" for k, v in m.to_dict().items()
                                                      if k not in ("name", "kind")) or "–"} for m in p.maskers])
-    training = pd.DataFrame([{"setting": k, "value": v} for k, v in p.training.__dict__.items()])
+    # Settings keep their protocol key names: that is where a reader changes them.
+    training = pd.DataFrame([{"Setting (protocol key)": k, "Value": v} for k, v in p.training.__dict__.items()])
     out += [para("Tasks", "h2"), pdf.table(tasks), para("Models", "h2"), pdf.table(models),
             para("Maskers", "h2"), pdf.table(maskers, widths=[0.2 * pdf.TEXT_W, 0.2 * pdf.TEXT_W, 0.6 * pdf.TEXT_W]),
             para("Training", "h2"), pdf.table(training, widths=[0.3 * pdf.TEXT_W, 0.3 * pdf.TEXT_W])]
@@ -101,9 +102,9 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
     if envs:
         keys = ["device", "gpu", "torch", "cuda", "cudnn", "transformers", "datasets", "python", "hostname",
                 "git_commit"]
-        rows = [{"item": k, "values seen": ", ".join(sorted({str(e.get(k)) for e in envs}))} for k in keys]
+        rows = [{"Item": k, "Values seen": ", ".join(sorted({str(e.get(k)) for e in envs}))} for k in keys]
         det = sorted({", ".join(f"{k}={v}" for k, v in sorted(e.get("determinism", {}).items())) for e in envs})
-        rows.append({"item": "determinism", "values seen": "; ".join(det)})
+        rows.append({"Item": "determinism", "Values seen": "; ".join(det)})
         out += [para("Environment", "h2"),
                 pdf.table(pd.DataFrame(rows), widths=[0.2 * pdf.TEXT_W, 0.8 * pdf.TEXT_W])]
     return out
@@ -181,11 +182,41 @@ def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[s
     return pd.DataFrame(rows), bold
 
 
+def pilot_section(p: Protocol, specs) -> list:
+    """The latest `study pilot`'s table (does the backbone learn, how noisy are seeds), if one ran."""
+    from study.pilot import recorded_pilot_table
+
+    table = recorded_pilot_table(p, specs)
+    if table is None or table.empty:
+        return []
+
+    def seeds(x):
+        return "–" if pd.isna(x) else str(int(x))
+
+    rows = [{"Task / model": f"{r.task} / {r.model}", "Masker": r.masker, "Runs": r.n_runs,
+             "Mean (pts)": fmt_points(r.mean), "Majority (pts)": fmt_points(r.majority),
+             "Chance (pts)": fmt_points(r.chance), "Collapsed": f"{r.n_collapsed} of {r.n_runs}",
+             "SD seeds (pts)": fmt_points(r.sd_seed), "SD of Δ (pts)": fmt_points(r.sd_diff)
+             + ("*" if r.sd_source != "paired" else ""),
+             "Seeds: detect / equivalence": f"{seeds(r.seeds_needed)} / {seeds(r.seeds_needed_equivalence)}",
+             "s per run": f"{r.run_s:.0f}", "Verdict": r.verdict} for r in table.itertuples()]
+    margin = p.analysis.margin
+    return [para("Pilot", "h2"),
+            para("The first seeds, run by `study pilot` before the study (ordinary runs of the grid): does the "
+                 "backbone learn the task (mean against the majority-class and chance levels), did runs collapse "
+                 "to one class, how noisy are seeds, and how many seeds the question needs at 80 % power"
+                 + (f" for a ±{margin * 100:g}-point margin" if margin else "")
+                 + " (detect a difference of the margin / show equivalence within it). * SD of Δ estimated as "
+                 "√2 × the seed SD (no paired run yet).", "small"),
+            pdf.table(pd.DataFrame(rows))]
+
+
 def results_section(p: Protocol, result) -> list:
     maskers = [m.name for m in p.maskers]
     table, bold = results_table(result.runs, result.comparisons, maskers)
     out = [para("3. Results", "h1"),
-           para("Primary metric (×100), mean ± sd over seeds, last epoch's evaluation. The best masker of a row "
+           para("Primary metric (×100), mean ± sd over seeds, at each run's reported epoch (the last, or the best "
+                "on validation with training.select: best). The best masker of a row "
                 "is in bold only where it wins a comparison that is significant after Holm correction."),
            pdf.table(table, bold_cells=bold)]
     if not result.pairs:
@@ -348,8 +379,8 @@ def audit_section(p: Protocol, all_runs, runs, events, result) -> list:
         out.append(para("None."))
     else:
         last = events.sort_values("id").groupby("run_id").tail(1).set_index("run_id")
-        rows = [{"run": f"{r.task}/{r.model}/{r.masker}/seed {r.seed}", "attempts": r.attempts,
-                 "error": (str(last.loc[r.run_id, "traceback"]).strip().splitlines() or ["?"])[-1][:160]
+        rows = [{"Run": f"{r.task}/{r.model}/{r.masker}/seed {r.seed}", "Attempts": r.attempts,
+                 "Error": (str(last.loc[r.run_id, "traceback"]).strip().splitlines() or ["?"])[-1][:160]
                  if r.run_id in last.index else "?"} for r in failed.itertuples()]
         out.append(pdf.table(pd.DataFrame(rows), widths=[0.3 * pdf.TEXT_W, 0.1 * pdf.TEXT_W, 0.6 * pdf.TEXT_W]))
     out.append(para("Runs that predicted a single class", "h2"))
@@ -428,6 +459,7 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
              + design_section(protocol, all_runs))
     if protocol.sequential is not None:
         story += sequential_section(protocol, specs)
+    story += pilot_section(protocol, specs)
     if result is not None:
         figs = result.figures()
         story += results_section(protocol, result)

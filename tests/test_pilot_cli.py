@@ -47,10 +47,10 @@ def test_pilot_flags_a_collapsed_cell_and_study_run_reuses_its_runs(tmp_path):
     assert set(first) == pilot_ids and all(a == 1 for a, _ in first.values())  # the baseline's 2 seeds only
 
     table = recorded_pilot_table(load_protocol(path), specs)  # what the report will show
-    assert len(table) == 1 and table["treatment"].iloc[0] == "none" and table["n_collapsed"].iloc[0] == 2
+    assert len(table) == 1 and table["masker"].iloc[0] == "none" and table["n_collapsed"].iloc[0] == 2
     with sqlite3.connect(store) as c:
         values = [v for (v,) in c.execute("SELECT value FROM runs WHERE status='done'")]
-    assert table["estimate"].iloc[0] == pytest.approx(sum(values) / 2)
+    assert table["mean"].iloc[0] == pytest.approx(sum(values) / 2)
 
     again = study("pilot", path, cwd=tmp_path)  # nothing new to run: the table again, no training
     assert again.returncode == 0 and "0 to run" in again.stderr

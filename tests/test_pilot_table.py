@@ -87,7 +87,7 @@ def test_seeds_needed_match_the_power_functions():
     treat = [0.81, 0.85, 0.78, 0.83]
     runs, preds = _frames({"none": base, "mask": treat})
     table = pilot_table(runs, preds, [("mask", "none")], margin=0.02, alpha=0.05, planned_seeds=5)
-    rows = table.set_index("treatment")
+    rows = table.set_index("masker")
     sd_diff = float(np.std(np.subtract(treat, base), ddof=1))
     assert rows.loc["mask", "sd_source"] == "paired" and rows.loc["mask", "n_pairs"] == 4
     assert rows.loc["mask", "sd_diff"] == pytest.approx(sd_diff)
@@ -98,7 +98,7 @@ def test_seeds_needed_match_the_power_functions():
     assert rows.loc["none", "sd_source"] == "sqrt2_seed_sd"
     assert rows.loc["none", "sd_diff"] == pytest.approx(np.sqrt(2) * sd_seed)
     assert rows.loc["none", "seeds_needed"] == seeds_needed(0.02, np.sqrt(2) * sd_seed, 0.05)
-    assert rows.loc["none", "estimate"] == pytest.approx(np.mean(base))
+    assert rows.loc["none", "mean"] == pytest.approx(np.mean(base))
     assert rows.loc["none", "majority"] == 0.5 and rows.loc["none", "run_s"] == pytest.approx(11.5)
     assert set(table["level"]) == {0.95} and set(table["baseline"]) == {"none"}
     # the cell's verdict rests on the paired SD, the one the study's tests will face
