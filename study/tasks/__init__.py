@@ -20,8 +20,8 @@ subsample drawn with ``numpy.random.default_rng(data_seed)`` and returned in the
 original order, so it depends only on (dataset, sizes, data_seed) and every run of a study
 sees the same examples. With ``validation_fraction`` the (subsampled) training data is then
 split by :func:`~study.tasks.base.carve_validation` into train and validation; a ``file`` dataset
-may instead name a ``validation_file``, loaded whole. ``TaskData.fingerprint`` hashes what was returned, so runs can
-prove it.
+may instead name a ``validation_file``, loaded whole. ``TaskData.fingerprint`` hashes what was
+returned, so runs can prove it.
 """
 
 from __future__ import annotations

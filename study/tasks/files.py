@@ -13,10 +13,10 @@ stratum); the default metric is weighted F1, macro F1 recorded beside it.
 
 - ``file``: ``train_file`` and ``eval_file`` (paths relative to the protocol, made absolute when
   it is loaded), and optionally ``validation_file`` (the split ``select: best`` picks the epoch
-  on, used whole; the alternative to ``validation_fraction``). Format from ``format`` or the extension: ``.csv`` (header row, RFC 4180
-  quoting), ``.tsv`` (header row, tabs, no quoting), ``.jsonl`` (one object per line), ``.json``
-  (a list of objects), ``.parquet``, ``.conll`` (``token<TAB>tag`` lines: token-level data, see
-  :mod:`study.tasks.conll`).
+  on, used whole; the alternative to ``validation_fraction``). Format from ``format`` or the
+  extension: ``.csv`` (header row, RFC 4180 quoting), ``.tsv`` (header row, tabs, no quoting),
+  ``.jsonl`` (one object per line), ``.json`` (a list of objects), ``.parquet``, ``.conll``
+  (``token<TAB>tag`` lines: token-level data, see :mod:`study.tasks.conll`).
 - ``hf:<name>[:<config>]``: ``datasets.load_dataset(name, config)`` — a hub name, or a local
   folder of files in the hub's layout (``train.csv``, ``validation.jsonl`` ...). Train is the
   ``train`` split; eval is ``eval_split``, by default ``validation`` if the dataset has one,
@@ -25,8 +25,9 @@ stratum); the default metric is weighted F1, macro F1 recorded beside it.
 Labels (and tags): integers or strings. The distinct training labels, sorted, become ids
 0..K-1 (for integer labels 0..K-1 that is the identity); the run records the names
 (``env.labels``). An eval or validation label never seen in training is an error: the model
-cannot predict it. The run_id hashes the files' bytes (``data_sha256``), never their paths; a hub dataset is identified by name,
-config and split (pin a revision by downloading it to a folder if that matters).
+cannot predict it. The run_id hashes the files' bytes (``data_sha256``), never their paths; a
+hub dataset is identified by name, config and split (pin a revision by downloading it to a
+folder if that matters).
 """
 
 from __future__ import annotations
