@@ -36,6 +36,7 @@ class TaskConfig:
     # dataset: file | hf:<name>[:<config>] (study.tasks.files): where the rows are and which columns to read
     train_file: str | None = None  # relative to the protocol file; made absolute, never part of run_id
     eval_file: str | None = None
+    validation_file: str | None = None  # file datasets: the split select: best picks on (else validation_fraction)
     eval_split: str | None = None  # hf: only; default validation, else test
     text_fields: tuple[str, ...] | None = None  # one column, or two for sentence pairs
     label_field: str = "label"
@@ -85,7 +86,7 @@ class TrainingConfig:
     # autocast for forward and loss (bf16/fp16; fp16 adds a gradient scaler); fp32 leaves run_ids as they were
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # which epoch's eval metrics and predictions are the run's result: the last, or the one best
-    # on the validation split (tasks[].validation_fraction) by the task's primary metric
+    # on the validation split (tasks[].validation_fraction or validation_file) by the primary metric
     select: Literal["last", "best"] = "last"
     early_stopping_patience: int | None = None  # with select: best, stop after this many epochs without a new best
 
@@ -411,7 +412,7 @@ def _resolve_task_files(conv: _Converter, tasks, base_dir: Path) -> tuple[TaskCo
         if t.data_sha256 is not None:
             conv.fail(f"tasks[{i}].data_sha256", "is computed from the data files", "remove it")
         paths = {k: str((base_dir / Path(getattr(t, k)).expanduser()).resolve())
-                 for k in ("train_file", "eval_file") if getattr(t, k)}
+                 for k in ("train_file", "eval_file", "validation_file") if getattr(t, k)}
         t = dataclasses.replace(t, **paths)
         if t.dataset == "file" and t.train_file and t.eval_file:
             try:
@@ -520,9 +521,12 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
         if t.validation_fraction is not None and not 0 < t.validation_fraction < 1:
             conv.fail(f"tasks[{i}].validation_fraction", f"must be in (0, 1), got {t.validation_fraction}",
                       "e.g. 0.1 holds out a tenth of the training data")
-        if p.training.select == "best" and t.validation_fraction is None:
+        if t.validation_fraction is not None and t.validation_file:
+            conv.fail(f"tasks[{i}].validation_file", "validation_fraction is set too; a task has one validation split",
+                      "keep validation_file (a split of its own) or validation_fraction (carved from train)")
+        if p.training.select == "best" and t.validation_fraction is None and not t.validation_file:
             conv.fail(f"tasks[{i}].validation_fraction", "training.select is best, which needs a validation split",
-                      "set validation_fraction (e.g. 0.1), or `select: last`")
+                      "set validation_fraction (e.g. 0.1) or validation_file, or `select: last`")
     for i, m in enumerate(p.models):
         if m.num_hidden_layers is not None and m.num_hidden_layers < 1:
             conv.fail(f"models[{i}].num_hidden_layers", f"must be at least 1, got {m.num_hidden_layers}")

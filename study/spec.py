@@ -2,9 +2,9 @@
 
 run_id covers the task (dataset, sizes, data seed), the model (source, layers, replacement
 token), the masker (kind and parameters), the seed and the training settings. It leaves out
-display names, paths (``data_dir``, ``train_file``, the store, plugin locations), the study name and execution hints, so renaming
-a masker or moving data re-runs nothing, and changing one cell of a protocol changes only that
-cell's run_ids.
+display names, paths (``data_dir``, ``train_file``, ``eval_file``, ``validation_file``, the store,
+plugin locations), the study name and execution hints, so renaming a masker or moving data
+re-runs nothing, and changing one cell of a protocol changes only that cell's run_ids.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from study.protocol import Protocol
 
 RUN_ID_VERSION = "maskstudy-run-v1"  # bump when training semantics change, to invalidate old results
-_UNHASHED = {"name", "data_dir", "train_file", "eval_file"}
+_UNHASHED = {"name", "data_dir", "train_file", "eval_file", "validation_file"}
 
 
 def canonical_json(obj: Any) -> str:

@@ -7,8 +7,9 @@ Datasets (the registry ``DATASETS``; primary metric in brackets):
   [accuracy] — the hub (``nyu-mll/glue``) or a local GLUE folder in ``data_dir``; eval is
   GLUE's validation split, see :mod:`study.tasks.glue`;
 - ``uci-sentiment`` [accuracy] — needs ``data_dir``; fixed hash split, see :mod:`study.tasks.uci`;
-- ``file`` and ``hf:<name>[:<config>]`` [``metric``, default macro_f1] — any local files or hub
-  dataset with a column mapping, see :mod:`study.tasks.files`;
+- ``file`` and ``hf:<name>[:<config>]`` [``metric``, default macro_f1; token tasks weighted_f1,
+  macro_f1 recorded] — any local files (CoNLL for token tasks) or hub dataset with a column
+  mapping, see :mod:`study.tasks.files`;
 - ``lince-spaeng`` [macro_f1] — needs ``data_dir``; sentence-level code-switching derived
   from LinCE LID, see :mod:`study.tasks.lince`;
 - ``lince-lid`` [weighted_f1, macro_f1 recorded] — needs ``data_dir``; token classification
@@ -18,8 +19,9 @@ A run's data is the full split, then (when ``max_*_examples`` is smaller) a stra
 subsample drawn with ``numpy.random.default_rng(data_seed)`` and returned in the split's
 original order, so it depends only on (dataset, sizes, data_seed) and every run of a study
 sees the same examples. With ``validation_fraction`` the (subsampled) training data is then
-split by :func:`~study.tasks.base.carve_validation` into train and validation. ``TaskData.fingerprint`` hashes what was returned, so runs can
-prove it.
+split by :func:`~study.tasks.base.carve_validation` into train and validation; a ``file`` dataset
+may instead name a ``validation_file``, loaded whole. ``TaskData.fingerprint`` hashes what was
+returned, so runs can prove it.
 """
 
 from __future__ import annotations

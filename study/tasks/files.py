@@ -4,21 +4,30 @@ Both load rows (one mapping per example), then share one code path: take ``text_
 or two for sentence pairs) and ``label_field``, map labels to ids, check every row, and hand
 (train, eval) Examples to the same stratified subsample and fingerprint as the built-in tasks.
 
+``task_type: token-classification`` reads one list of words and one list of tags per row: a
+``.conll`` file (its rows are ``{"tokens", "tags"}``, so it needs no ``text_fields``), or
+``.jsonl``/``.json``/``.parquet`` rows with ``text_fields: [<words column>]`` and
+``label_field: <tags column>``. The Examples are built as ``lince-lid`` builds them
+(:func:`~study.tasks.base.token_example`: the tags as ids, the sentence's most frequent tag as its
+stratum); the default metric is weighted F1, macro F1 recorded beside it.
+
 - ``file``: ``train_file`` and ``eval_file`` (paths relative to the protocol, made absolute when
-  it is loaded). Format from ``format`` or the extension: ``.csv`` (header row, RFC 4180
-  quoting), ``.tsv`` (header row, tabs, no quoting), ``.jsonl`` (one object per line), ``.json``
-  (a list of objects), ``.parquet``, ``.conll`` (``token<TAB>tag`` lines: token-level data, see
-  :mod:`study.tasks.conll`).
+  it is loaded), and optionally ``validation_file`` (the split ``select: best`` picks the epoch
+  on, used whole; the alternative to ``validation_fraction``). Format from ``format`` or the
+  extension: ``.csv`` (header row, RFC 4180 quoting), ``.tsv`` (header row, tabs, no quoting),
+  ``.jsonl`` (one object per line), ``.json`` (a list of objects), ``.parquet``, ``.conll``
+  (``token<TAB>tag`` lines: token-level data, see :mod:`study.tasks.conll`).
 - ``hf:<name>[:<config>]``: ``datasets.load_dataset(name, config)`` — a hub name, or a local
   folder of files in the hub's layout (``train.csv``, ``validation.jsonl`` ...). Train is the
   ``train`` split; eval is ``eval_split``, by default ``validation`` if the dataset has one,
   else ``test``.
 
-Labels: integers or strings. The distinct training labels, sorted, become ids 0..K-1 (for
-integer labels 0..K-1 that is the identity); the run records the names (``env.labels``). An
-eval label never seen in training is an error: the model cannot predict it. The run_id hashes
-the files' bytes (``data_sha256``), never their paths; a hub dataset is identified by name,
-config and split (pin a revision by downloading it to a folder if that matters).
+Labels (and tags): integers or strings. The distinct training labels, sorted, become ids
+0..K-1 (for integer labels 0..K-1 that is the identity); the run records the names
+(``env.labels``). An eval or validation label never seen in training is an error: the model
+cannot predict it. The run_id hashes the files' bytes (``data_sha256``), never their paths; a
+hub dataset is identified by name, config and split (pin a revision by downloading it to a
+folder if that matters).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import functools
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from study.tasks.base import (
@@ -38,11 +48,18 @@ from study.tasks.base import (
     fingerprint,
     number,
     stratified_subsample,
+    token_example,
 )
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
-FILE_KEYS = ("train_file", "eval_file", "eval_split", "text_fields", "label_field", "metric", "format")
+FILE_KEYS = ("train_file", "eval_file", "validation_file", "eval_split", "text_fields", "label_field", "metric",
+             "format")
+SPLIT_FILES = (("train_file", "train"), ("eval_file", "eval"), ("validation_file", "validation"))  # key, id prefix
 DEFAULT_METRIC = "macro_f1"  # sequence classification: robust to imbalance, defined for any K
+TOKEN_TASK = "token-classification"
+TOKEN_METRICS = ("weighted_f1", "macro_f1")  # token tasks: the first is the default, both recorded (as lince-lid)
+CONLL_FIELDS = (("tokens",), "tags")  # what read_rows names a CoNLL sentence's words and tags
+LIST_FORMATS = ("jsonl", "json", "parquet")  # the other formats that can hold a list per field
 # Column pairs of well-known sentence-pair datasets: naming only one of them is a mistake.
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"),
                 ("question", "sentence"), ("text_a", "text_b"), ("sentence_a", "sentence_b"))
@@ -76,6 +93,14 @@ def file_format(cfg, key: str) -> str:
     return suffix
 
 
+def is_token_task(cfg) -> bool:
+    return cfg.task_type == TOKEN_TASK
+
+
+def _file_keys(cfg) -> list[str]:
+    return [key for key, _ in SPLIT_FILES if getattr(cfg, key)]
+
+
 def check_config(cfg) -> None:
     """Offline checks of the keys alone (no file is read). Raises FieldError."""
     if not is_custom(cfg.dataset):
@@ -93,15 +118,45 @@ def check_config(cfg) -> None:
         if cfg.eval_split:
             raise FieldError("eval_split", "only applies to hub datasets (`dataset: hf:...`)",
                              "name the eval data with eval_file")
-    elif cfg.train_file or cfg.eval_file:
-        raise FieldError("train_file" if cfg.train_file else "eval_file", "a hub dataset takes no files",
+        _check_formats(cfg)
+    elif _file_keys(cfg):
+        key = _file_keys(cfg)[0]
+        raise FieldError(key, "a hub dataset takes no files",
                          "use `dataset: file` for local files, or eval_split to pick a hub split")
+    all_conll = cfg.dataset == "file" and all(file_format(cfg, k) == "conll" for k in _file_keys(cfg))
+    if all_conll:  # CoNLL has no columns: its fields are fixed
+        if cfg.text_fields not in (None, CONLL_FIELDS[0], list(CONLL_FIELDS[0])):
+            raise FieldError("text_fields", "CoNLL files have no columns (each line is `token<TAB>tag`)",
+                             "remove text_fields")
+        if cfg.label_field not in ("label", CONLL_FIELDS[1]):
+            raise FieldError("label_field", "CoNLL files have no columns (each line is `token<TAB>tag`)",
+                             "remove label_field")
+        return
     if not cfg.text_fields:
         raise FieldError("text_fields", "required", "list the text column(s): `text_fields: [text]`, "
-                         "or two for sentence pairs")
+                         "or two for sentence pairs" + (" (token tasks: the one column of words)"
+                                                        if is_token_task(cfg) else ""))
+    if is_token_task(cfg) and len(cfg.text_fields) != 1:
+        raise FieldError("text_fields", f"{len(cfg.text_fields)} fields given; a token-classification task reads "
+                         "one list of words per row", "name the one column holding the words: `text_fields: [tokens]`")
     if len(cfg.text_fields) > 2:
         raise FieldError("text_fields", f"{len(cfg.text_fields)} fields given; one text or a sentence pair is "
                          "supported", "list one or two columns")
+
+
+def _check_formats(cfg) -> None:
+    """A file's format must suit the task type: CoNLL is token-level, CSV/TSV sequence-level."""
+    for key in _file_keys(cfg):
+        fmt = file_format(cfg, key)
+        where = getattr(cfg, key)
+        if fmt == "conll" and not is_token_task(cfg):
+            raise FieldError("format", f"{where}: CoNLL holds one tag per token, not one label per text",
+                             "set `task_type: token-classification` for token-level data, or give one label per "
+                             "text (csv, tsv, jsonl, json, parquet)")
+        if is_token_task(cfg) and fmt not in ("conll", *LIST_FORMATS):
+            raise FieldError("format", f"{where}: {fmt} holds one label per text, but task_type is {TOKEN_TASK}",
+                             "use .conll files (`token<TAB>tag` lines), or .jsonl/.json/.parquet rows with a list "
+                             "of words (text_fields) and a list of tags (label_field)")
 
 
 def _is_missing(v) -> bool:
@@ -168,31 +223,51 @@ def _hub_rows(cfg) -> tuple[list[dict], list[dict], str, str]:
     return list(dd["train"]), list(dd[split]), f"{cfg.dataset} split train", f"{cfg.dataset} split {split}"
 
 
-def _source_rows(cfg):
+@dataclass(frozen=True)
+class _Split:
+    """One split's rows and how to name it in messages."""
+
+    name: str  # the Examples' id prefix: train, eval, validation
+    key: str  # the tasks[] key that names the data: train_file, eval_file, validation_file, or dataset
+    where: str  # the file (or hub split), quoted in messages
+    rows: list
+    conll: bool = False  # read from a CoNLL file: the fields are CONLL_FIELDS
+
+    def fields(self, cfg) -> tuple[tuple[str, ...], str]:
+        return CONLL_FIELDS if self.conll else (tuple(cfg.text_fields), cfg.label_field)
+
+
+def _splits(cfg) -> list[_Split]:
+    """train, eval and (when validation_file is set) validation, in that order."""
     if cfg.dataset != "file":
         train, eval_, wt, we = _hub_rows(cfg)
-        return train, eval_, wt, we, "dataset", "dataset"
-    rows = [read_rows(Path(getattr(cfg, k)), file_format(cfg, k), k) for k in ("train_file", "eval_file")]
-    return rows[0], rows[1], cfg.train_file, cfg.eval_file, "train_file", "eval_file"
+        return [_Split("train", "dataset", wt, train), _Split("eval", "dataset", we, eval_)]
+    out = []
+    for key, name in SPLIT_FILES:
+        if getattr(cfg, key):
+            fmt = file_format(cfg, key)
+            out.append(_Split(name, key, getattr(cfg, key), read_rows(Path(getattr(cfg, key)), fmt, key),
+                              conll=fmt == "conll"))
+    return out
 
 
-def _check_columns(rows: list[dict], where: str, key: str, cfg) -> None:
-    if not rows:
-        raise FieldError(key, f"{where}: the split is empty", "give it at least one example")
-    if set(rows[0]) == {"tokens", "tags"}:  # read from CoNLL
-        raise FieldError("format", f"{where}: CoNLL holds one tag per token, not one label per text",
-                         "use CoNLL files for a token-classification task")
-    columns = list(rows[0])
-    for field_key, names in (("text_fields", cfg.text_fields), ("label_field", (cfg.label_field,))):
+def _check_columns(split: _Split, cfg) -> None:
+    if not split.rows:
+        raise FieldError(split.key, f"{split.where}: the split is empty", "give it at least one example")
+    if split.conll:
+        return
+    text_fields, label_field = split.fields(cfg)
+    columns = list(split.rows[0])
+    for field_key, names in (("text_fields", text_fields), ("label_field", (label_field,))):
         for col in names:
             if col not in columns:
-                raise FieldError(field_key, f"{where}: no column {col!r} (columns: {', '.join(map(str, columns))})",
-                                 "name one of those columns")
-    if len(cfg.text_fields) == 1:
-        pair = next((p for p in PAIR_COLUMNS if set(p) <= set(columns) and cfg.text_fields[0] in p), None)
+                raise FieldError(field_key, f"{split.where}: no column {col!r} "
+                                 f"(columns: {', '.join(map(str, columns))})", "name one of those columns")
+    if len(text_fields) == 1 and not is_token_task(cfg):
+        pair = next((p for p in PAIR_COLUMNS if set(p) <= set(columns) and text_fields[0] in p), None)
         if pair:
-            raise FieldError("text_fields", f"{where} is a sentence-pair task (columns {pair[0]}, {pair[1]}) but "
-                             "text_fields names one", f"write `text_fields: [{pair[0]}, {pair[1]}]`")
+            raise FieldError("text_fields", f"{split.where} is a sentence-pair task (columns {pair[0]}, {pair[1]}) "
+                             "but text_fields names one", f"write `text_fields: [{pair[0]}, {pair[1]}]`")
 
 
 def _label_value(v):
@@ -207,57 +282,114 @@ def _label_value(v):
     return int(s) if s.lstrip("-").isdigit() else s
 
 
-def _labelled(rows, where, cfg) -> list[tuple[str, str | None, int | str]]:
+def _labelled(split: _Split, cfg) -> list[tuple[str, str | None, int | str]]:
+    """Sequence rows -> (text_a, text_b, label value)."""
+    text_fields, label_field = split.fields(cfg)
     out = []
-    for i, row in enumerate(rows):
-        raw = row.get(cfg.label_field)
+    for i, row in enumerate(split.rows):
+        raw = row.get(label_field)
         if _is_missing(raw):
-            raise FieldError("label_field", f"{where}: row {i + 1} has a NaN or empty {cfg.label_field!r} label",
+            raise FieldError("label_field", f"{split.where}: row {i + 1} has a NaN or empty {label_field!r} label",
                              "label every example or drop the row")
         texts = []
-        for col in cfg.text_fields:
+        for col in text_fields:
             t = row.get(col)
             if t is None or (isinstance(t, float) and math.isnan(t)):
-                raise FieldError("text_fields", f"{where}: row {i + 1} has no {col!r} text", "fill it or drop the row")
+                raise FieldError("text_fields", f"{split.where}: row {i + 1} has no {col!r} text",
+                                 "fill it or drop the row")
             texts.append(str(t))
         out.append((texts[0], texts[1] if len(texts) == 2 else None, _label_value(raw)))
     return out
 
 
-def load_splits(cfg) -> tuple[tuple[Example, ...], tuple[Example, ...], tuple[str, ...]]:
-    """Full (train, eval) Examples and the label names (index = id). FieldError on bad data."""
+def _as_list(v) -> list | None:
+    # parquet hands list columns back as numpy arrays; json and hub rows as lists
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "ndarray":
+        return list(v)
+    return None
+
+
+def _tagged(split: _Split, cfg) -> list[tuple[list[str], list]]:
+    """Token rows -> (words, tag values), one tag per word."""
+    (words_field,), tags_field = split.fields(cfg)
+    out = []
+    for i, row in enumerate(split.rows):
+        words, tags = _as_list(row.get(words_field)), _as_list(row.get(tags_field))
+        if words is None:
+            raise FieldError("text_fields", f"{split.where}: row {i + 1}'s {words_field!r} is not a list of words",
+                             "give each row a list of words, e.g. [\"I\", \"like\", \"it\"]")
+        if tags is None:
+            raise FieldError("label_field", f"{split.where}: row {i + 1}'s {tags_field!r} is not a list of tags",
+                             "give each row a list with one tag per word")
+        if not words:
+            raise FieldError("text_fields", f"{split.where}: row {i + 1} has no words", "drop the row")
+        if len(words) != len(tags) or any(_is_missing(t) for t in tags):
+            raise FieldError("label_field", f"{split.where}: row {i + 1} has {len(words)} words but "
+                             f"{sum(not _is_missing(t) for t in tags)} tags", "give every word exactly one tag")
+        out.append(([str(w) for w in words], [_label_value(t) for t in tags]))
+    return out
+
+
+def load_splits(cfg) -> tuple[dict[str, tuple[Example, ...]], tuple[str, ...]]:
+    """Full Examples per split (``train``, ``eval``, ``validation`` when validation_file is set) and
+    the label names (index = id). FieldError on bad data."""
     check_config(cfg)
-    train_rows, eval_rows, wt, we, kt, ke = _source_rows(cfg)
-    _check_columns(train_rows, wt, kt, cfg)
-    _check_columns(eval_rows, we, ke, cfg)
-    train, eval_ = _labelled(train_rows, wt, cfg), _labelled(eval_rows, we, cfg)
-    if len({type(v) for *_, v in train + eval_}) > 1:  # numbers and text mixed: compare all as text
-        train = [(a, b, str(v)) for a, b, v in train]
-        eval_ = [(a, b, str(v)) for a, b, v in eval_]
-    ids = {v: n for n, v in enumerate(sorted({v for *_, v in train}))}
-    unseen = sorted({str(v) for *_, v in eval_ if v not in ids})
-    if unseen:
-        raise FieldError("label_field", f"{we}: label(s) {', '.join(unseen[:5])} never appear in the training data",
-                         "drop those rows, or add training examples of those labels")
-    return (number("train", ((a, b, ids[v]) for a, b, v in train)),
-            number("eval", ((a, b, ids[v]) for a, b, v in eval_)),
-            tuple(str(v) for v in ids))
+    splits = _splits(cfg)
+    for split in splits:
+        _check_columns(split, cfg)
+    token = is_token_task(cfg)
+    parsed = [_tagged(s, cfg) if token else _labelled(s, cfg) for s in splits]
+
+    def values(row) -> list:  # a row's labels: its tags, or its one label
+        return row[1] if token else [row[2]]
+
+    if len({type(v) for rows in parsed for row in rows for v in values(row)}) > 1:
+        # numbers and text mixed: compare all as text
+        parsed = [[(r[0], [str(t) for t in r[1]]) if token else (r[0], r[1], str(r[2])) for r in rows]
+                  for rows in parsed]
+    ids = {v: n for n, v in enumerate(sorted({v for row in parsed[0] for v in values(row)}))}
+    for split, rows in zip(splits[1:], parsed[1:], strict=True):
+        unseen = sorted({str(v) for row in rows for v in values(row) if v not in ids})
+        if unseen:
+            what = "tag(s)" if token else "label(s)"
+            raise FieldError(split.key if split.conll else "label_field",
+                             f"{split.where}: {what} {', '.join(unseen[:5])} never appear in the training data",
+                             "drop those rows, or add training examples of those labels")
+    examples = {}
+    for split, rows in zip(splits, parsed, strict=True):
+        if token:
+            examples[split.name] = tuple(token_example(f"{split.name}-{i}", words, [ids[t] for t in tags])
+                                         for i, (words, tags) in enumerate(rows))
+        else:
+            examples[split.name] = number(split.name, ((a, b, ids[v]) for a, b, v in rows))
+    return examples, tuple(str(v) for v in ids)
+
+
+def primary_metric(cfg) -> str:
+    return cfg.metric or (TOKEN_METRICS[0] if is_token_task(cfg) else DEFAULT_METRIC)
+
+
+def extra_metrics(cfg) -> tuple[str, ...]:
+    """Token tasks record both F1s (as lince-lid does); sequence tasks only the primary and accuracy."""
+    return tuple(m for m in TOKEN_METRICS if m != primary_metric(cfg)) if is_token_task(cfg) else ()
 
 
 def check_data(cfg) -> None:
     """What ``study validate`` checks: the keys, and every row of local data (files, or an hf: folder)."""
     check_config(cfg)
     if cfg.dataset == "file" or Path(hub_name(cfg.dataset)[0]).expanduser().is_dir():
-        _, _, names = load_splits(cfg)
-        check_metric(cfg.metric or DEFAULT_METRIC, len(names))
+        _, names = load_splits(cfg)
+        check_metric(primary_metric(cfg), len(names))
 
 
 def data_sha256(cfg) -> str | None:
-    """sha256 over the bytes of the train and eval files (what run_ids hash instead of paths)."""
+    """sha256 over the bytes of the train, eval (and validation) files: what run_ids hash instead of paths.
+
+    Without a validation_file the hash is what it always was, so existing run_ids stay valid."""
     if cfg.dataset != "file":
         return None
     h = hashlib.sha256()
-    for key in ("train_file", "eval_file"):
+    for key in _file_keys(cfg):
         path = Path(getattr(cfg, key))
         file_format(cfg, key)  # an unknown extension is the first thing to say
         if not path.is_file():
@@ -275,15 +407,17 @@ def check_metric(metric: str, num_labels: int) -> None:
 @functools.lru_cache(maxsize=16)
 def _cached(cfg) -> TaskData:
     if cfg.data_sha256 and data_sha256(cfg) != cfg.data_sha256:
-        raise TaskDataError(f"{cfg.train_file} / {cfg.eval_file} changed since the runs were planned "
-                            "(data_sha256 differs); re-run `study run` so the run_ids follow the data")
-    full_train, full_eval, names = load_splits(cfg)
-    metric = cfg.metric or DEFAULT_METRIC
+        raise TaskDataError(f"{' / '.join(getattr(cfg, k) for k in _file_keys(cfg))} changed since the runs were "
+                            "planned (data_sha256 differs); re-run `study run` so the run_ids follow the data")
+    full, names = load_splits(cfg)
+    metric = primary_metric(cfg)
     check_metric(metric, len(names))
-    train = stratified_subsample(full_train, cfg.max_train_examples, cfg.data_seed)
-    eval_ = stratified_subsample(full_eval, cfg.max_eval_examples, cfg.data_seed)
+    train = stratified_subsample(full["train"], cfg.max_train_examples, cfg.data_seed)
+    eval_ = stratified_subsample(full["eval"], cfg.max_eval_examples, cfg.data_seed)
+    validation = full.get("validation", ())  # used whole: it only picks the epoch
     return TaskData(dataset=cfg.dataset, train=train, eval=eval_, num_labels=len(names), label_names=names,
-                    primary_metric=metric, fingerprint=fingerprint(train, eval_))
+                    primary_metric=metric, fingerprint=fingerprint(train, eval_, validation),
+                    task_type=cfg.task_type, validation=validation, extra_metrics=extra_metrics(cfg))
 
 
 def load_task(cfg) -> TaskData:
