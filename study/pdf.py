@@ -32,8 +32,11 @@ TEXT_W = PAGE_W - 2 * MARGIN
 _styles = getSampleStyleSheet()
 STYLES = {
     "title": ParagraphStyle("title", parent=_styles["Title"], fontSize=18, spaceAfter=6),
-    "h1": ParagraphStyle("h1", parent=_styles["Heading1"], fontSize=14, spaceBefore=10, spaceAfter=4),
-    "h2": ParagraphStyle("h2", parent=_styles["Heading2"], fontSize=11.5, spaceBefore=8, spaceAfter=3),
+    # keepWithNext: a heading never stands alone at the foot of a page, apart from its table
+    "h1": ParagraphStyle("h1", parent=_styles["Heading1"], fontSize=14, spaceBefore=10, spaceAfter=4,
+                         keepWithNext=1),
+    "h2": ParagraphStyle("h2", parent=_styles["Heading2"], fontSize=11.5, spaceBefore=8, spaceAfter=3,
+                         keepWithNext=1),
     "body": ParagraphStyle("body", parent=_styles["BodyText"], fontSize=9.5, leading=12.5),
     "small": ParagraphStyle("small", parent=_styles["BodyText"], fontSize=8, leading=10, spaceAfter=3,
                             textColor=colors.HexColor("#444444")),
