@@ -43,6 +43,9 @@ def sentence_label(tags: list[str]) -> int:
     return int("lang1" in tags and "lang2" in tags)
 
 
+FILES = (DataFile("train.conll", FORMAT, None, 21030), DataFile("dev.conll", FORMAT, None, 3332))
+
+
 def _examples(split: str, path: Path) -> tuple:
     rows = []
     for tokens, tags in read_sentences(path):
@@ -50,11 +53,16 @@ def _examples(split: str, path: Path) -> tuple:
     return number(split, rows)
 
 
-def load(data_dir: str | None) -> Splits:
+def _load_folder(name: str, data_dir: str | None, examples) -> Splits:
+    """Both LinCE datasets read the same folder: train.conll is train, dev.conll is eval."""
     if not data_dir:
-        raise TaskDataError(f"dataset {NAME!r} needs data_dir: a folder holding train.conll and dev.conll")
+        raise TaskDataError(f"dataset {name!r} needs data_dir: a folder holding train.conll and dev.conll")
     root = Path(data_dir).expanduser()
-    return _examples("train", root / "train.conll"), _examples("dev", root / "dev.conll")
+    return examples("train", root / "train.conll"), examples("dev", root / "dev.conll")
+
+
+def load(data_dir: str | None) -> Splits:
+    return _load_folder(NAME, data_dir, _examples)
 
 
 def spec() -> DatasetSpec:
@@ -65,7 +73,7 @@ def spec() -> DatasetSpec:
         label_names=LABEL_NAMES,
         primary_metric="macro_f1",
         data_dir="required",
-        files=(DataFile("train.conll", FORMAT, None, 21030), DataFile("dev.conll", FORMAT, None, 3332)),
+        files=FILES,
         load=load,
     )
 
@@ -87,10 +95,7 @@ def _lid_examples(split: str, path: Path) -> tuple:
 
 
 def lid_load(data_dir: str | None) -> Splits:
-    if not data_dir:
-        raise TaskDataError(f"dataset {LID_NAME!r} needs data_dir: a folder holding train.conll and dev.conll")
-    root = Path(data_dir).expanduser()
-    return _lid_examples("train", root / "train.conll"), _lid_examples("dev", root / "dev.conll")
+    return _load_folder(LID_NAME, data_dir, _lid_examples)
 
 
 def lid_spec() -> DatasetSpec:
@@ -103,7 +108,7 @@ def lid_spec() -> DatasetSpec:
         label_names=LID_LABEL_NAMES,
         primary_metric="weighted_f1",
         data_dir="required",
-        files=(DataFile("train.conll", FORMAT, None, 21030), DataFile("dev.conll", FORMAT, None, 3332)),
+        files=FILES,
         load=lid_load,
         task_type="token-classification",
         extra_metrics=("macro_f1",),
