@@ -96,13 +96,15 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
                task_type: str = "sequence-classification") -> LoadedModel:
     """Load backbone + new classification head; the head is initialised from ``init_seed``.
 
-    ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token).
+    ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token, pooling).
     ``task_type``: ``sequence-classification`` (one label per text) or ``token-classification``
-    (``AutoModelForTokenClassification``: one label per position).
+    (``AutoModelForTokenClassification``: one label per position). ``pooling: mean`` puts the
+    head on the mean of the token states instead (:mod:`study.pooling`).
     """
     import torch
     from transformers import (
         AutoConfig,
+        AutoModel,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -117,10 +119,18 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
     is_decoder = not getattr(config, "is_encoder_decoder", False) and _is_decoder_only(config)
     # The head is the only randomly initialised part; seeding here makes it identical for
     # every masker of a seed, and the fingerprint lets the analysis audit that.
-    torch.manual_seed(init_seed)
-    auto = AutoModelForTokenClassification if task_type == "token-classification" else AutoModelForSequenceClassification
-    model, info = auto.from_pretrained(path, config=config, output_loading_info=True)
-    new_params = set(info.get("missing_keys", []))
+    if cfg.get("pooling", "cls") == "mean":
+        from study.pooling import MeanPooledClassifier
+
+        backbone = AutoModel.from_pretrained(path, config=config)
+        torch.manual_seed(init_seed)
+        model = MeanPooledClassifier(backbone, num_labels)
+        new_params = {f"classifier.{name}" for name, _ in model.classifier.named_parameters()}
+    else:
+        torch.manual_seed(init_seed)
+        auto = AutoModelForTokenClassification if task_type == "token-classification" else AutoModelForSequenceClassification
+        model, info = auto.from_pretrained(path, config=config, output_loading_info=True)
+        new_params = set(info.get("missing_keys", []))
     state = model.state_dict()
     head_fp = fingerprint(*[state[k].detach().cpu().float().numpy() for k in sorted(new_params) if k in state])
 
