@@ -91,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masker", default="none", help="our masker for the cell (Trainer never masks)")
     ap.add_argument("-k", type=int, default=8, help="seeds (runs per framework)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--optimizer", choices=("adamw", "adamw-fused"),
+                    help="our training.optimizer (default: the protocol's): adamw is the for-loop AdamW on the "
+                         "CPU, adamw-fused the fused kernel Trainer's default uses")
     ap.add_argument("--trainer-optim", default="adamw_torch_fused",
                     help="Trainer's optimizer: its default adamw_torch_fused, or adamw_torch (the for-loop "
-                         "AdamW our loop uses on the CPU, where fp32 results must stay bit-identical)")
+                         "AdamW, like our default training.optimizer: adamw on the CPU)")
     args = ap.parse_args(argv)
 
     from transformers.utils import logging as hf_logging
@@ -106,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     p = load_protocol(args.protocol)
     cell = next(s for s in expand(p) if s.masker["name"] == args.masker)
     execution = {**cell.execution, "threads_per_run": args.threads}
-    specs = [type(cell)(**{**cell.__dict__, "seed": seed, "execution": execution}) for seed in range(args.k)]
-    t = cell.training
+    training = {**cell.training, **({"optimizer": args.optimizer} if args.optimizer else {})}
+    specs = [type(cell)(**{**cell.__dict__, "seed": seed, "execution": execution, "training": training})
+             for seed in range(args.k)]
+    t = specs[0].training
     print(f"cell: {cell.task['name']} ({cell.task.get('max_train_examples')} train / "
           f"{cell.task.get('max_eval_examples')} eval) × {cell.model['name']} × {cell.masker['name']}; "
           f"{t['epochs']} epochs, batch {t['batch_size']}, lr {t['learning_rate']}, max length {t['max_length']}, "
           f"warm-up {t['warmup_ratio']}, clip {t.get('max_grad_norm', 1.0)}, wd {t['weight_decay']}, "
           f"precision {t.get('precision', 'fp32')}")
+    print(f"our optimizer: {specs[0].training.get('optimizer', 'adamw')}")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'cpu'})"
     print(f"device: {device}, {args.threads} thread(s), k = {args.k}, torch {torch.__version__}")
     def theirs(spec):

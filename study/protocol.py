@@ -88,6 +88,11 @@ class TrainingConfig:
     eval_batch_size: int = 128
     # autocast for forward and loss (bf16/fp16; fp16 adds a gradient scaler); fp32 leaves run_ids as they were
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # AdamW's kernel. "adamw": the for-loop on the CPU (fp32 results stay bit-identical to earlier
+    # runs), the fused kernel on CUDA. "adamw-fused": the fused kernel on the CPU too — one pass over
+    # the parameters instead of a dozen (what Trainer's default adamw_torch_fused uses), results
+    # differ from "adamw" in the last bits. Part of the run_id only when not the default.
+    optimizer: Literal["adamw", "adamw-fused"] = "adamw"
     # which epoch's eval metrics and predictions are the run's result: the last, or the one best
     # on the validation split (tasks[].validation_fraction or validation_file) by the primary metric
     select: Literal["last", "best"] = "last"
