@@ -56,7 +56,8 @@ class ModelConfig:
     num_hidden_layers: int | None = None  # keep only the first N pretrained layers
     replacement_token: str | None = None  # for models without [MASK]; default: unk, else a new special token
     # what the sequence-classification head reads: the model's own choice (BERT: [CLS] through its
-    # pooler; decoders: the last token) or the mean of the token states (sentence-transformer models)
+    # pooler; decoders: the last token) or the mean of the token states (sentence-transformer models).
+    # Token tasks label every position and pool nothing: their runs ignore it (see spec.expand).
     pooling: Literal["cls", "mean"] = "cls"
 
 
@@ -538,10 +539,6 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
     for i, m in enumerate(p.models):
         if m.num_hidden_layers is not None and m.num_hidden_layers < 1:
             conv.fail(f"models[{i}].num_hidden_layers", f"must be at least 1, got {m.num_hidden_layers}")
-        token_tasks = [t.name for t in p.tasks if t.task_type == "token-classification"]
-        if m.pooling == "mean" and token_tasks:
-            conv.fail(f"models[{i}].pooling", f"mean pooling makes one label per text, but task {token_tasks[0]!r} "
-                      "labels every token", "drop `pooling: mean`, or give this model only sequence tasks")
         problem = check_model_source(m.source)
         if problem:
             conv.fail(f"models[{i}].source", problem[0], problem[1])

@@ -85,6 +85,16 @@ def compute_run_id(spec: RunSpec) -> str:
     return hashlib.sha256(canonical_json(spec.hashed_content()).encode()).hexdigest()[:16]
 
 
+def model_for(task, model) -> dict:
+    """The model as one run of ``task`` uses it. Pooling only shapes a sequence task's head; a token
+    task's run gets the default (cls), so one model list serves sentence and token tasks alike
+    and a token run's run_id does not depend on a setting it never reads."""
+    cfg = dataclasses.asdict(model)
+    if task.task_type == "token-classification":
+        cfg["pooling"] = "cls"
+    return cfg
+
+
 def expand(protocol: Protocol) -> list[RunSpec]:
     """The grid, seed-major: an interrupted study still holds complete seed × masker blocks to pair."""
     asdict = dataclasses.asdict
@@ -95,7 +105,7 @@ def expand(protocol: Protocol) -> list[RunSpec]:
     plugin_sha = {kind: p.sha256 for p in protocol.plugins for kind in p.kinds}
     plugins = [p.ref for p in protocol.plugins]
     return [
-        RunSpec(study=protocol.name, task=asdict(task), model=asdict(model), masker=masker.to_dict(),
+        RunSpec(study=protocol.name, task=asdict(task), model=model_for(task, model), masker=masker.to_dict(),
                 seed=seed, training=training, execution=execution, plugins=plugins,
                 plugin_sha256=plugin_sha.get(masker.kind))
         for seed in protocol.seeds

@@ -92,7 +92,19 @@ def test_bad_pooling_is_refused_with_the_field_and_the_fix(tmp_path):
     with pytest.raises(ProtocolError) as e:
         load_protocol(write_protocol(tmp_path, tiny_protocol_dict(models=[{**MINILM_L1, "pooling": "max"}])))
     assert "models[0].pooling" in str(e.value) and "mean" in str(e.value)
-    token_task = {"name": "lid", "dataset": "lince-lid", "task_type": "token-classification"}
-    with pytest.raises(ProtocolError) as e:
-        parse_protocol(tiny_protocol_dict(tasks=[token_task], models=[{**MINILM_L1, "pooling": "mean"}]))
-    assert "models[0].pooling" in str(e.value) and "labels every token" in str(e.value)
+
+
+def test_token_tasks_ignore_pooling_so_one_model_list_serves_both_task_types():
+    """A sentence task and a token task share the models: the sentence runs are mean pooled, the
+    token runs are exactly the runs without pooling (same spec, same run_id)."""
+    tweets = tiny_protocol_dict()["tasks"][0]
+    token_task = {"name": "lid", "dataset": "lince-lid", "task_type": "token-classification", "data_dir": "x"}
+    mean = expand(parse_protocol(tiny_protocol_dict(tasks=[tweets, token_task],
+                                                    models=[{**MINILM_L1, "pooling": "mean"}])))
+    plain = expand(parse_protocol(tiny_protocol_dict(tasks=[tweets, token_task], models=[MINILM_L1])))
+    by_task = {t: [s for s in mean if s.task["name"] == t] for t in ("tweets", "lid")}
+    assert {s.model["pooling"] for s in by_task["lid"]} == {"cls"}
+    assert {s.model["pooling"] for s in by_task["tweets"]} == {"mean"}
+    lid_plain = [s.run_id for s in plain if s.task["name"] == "lid"]
+    assert [s.run_id for s in by_task["lid"]] == lid_plain
+    assert not {s.run_id for s in by_task["tweets"]} & {s.run_id for s in plain}
