@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from protocoltools import tiny_protocol_dict, write_protocol
+
 from study.models import load_model
 from study.pooling import MeanPooledClassifier
 from study.protocol import ProtocolError, load_protocol, parse_protocol
