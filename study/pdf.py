@@ -82,7 +82,8 @@ def column_widths(header: list[str], cells: list[list[str]], total: float = TEXT
     for j, head in enumerate(header):
         col = [row[j] for row in cells]
         words = head.split() + [w for c in col for w in c.split()]
-        need_min.append(max([_text_width(w, bold=True) for w in words] or [0]) + 2 * PAD)
+        # +1 pt: a Paragraph exactly as wide as its word still wraps it (float rounding in reportlab)
+        need_min.append(max([_text_width(w, bold=True) for w in words] or [0]) + 2 * PAD + 1.0)
         cap = 0.45 * total  # long notes wrap rather than starve every other column
         cells_line.append(max(need_min[-1], min(max([_text_width(c) for c in col] or [0]) + 2 * PAD, cap)))
         head_line.append(max(cells_line[-1], min(_text_width(head, bold=True) + 2 * PAD, cap)))

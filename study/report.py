@@ -89,6 +89,8 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
                            "Eval examples": t.max_eval_examples or "all",
                            "Data": t.data_dir or t.train_file or "built-in / hub"} for t in p.tasks])
     models = pd.DataFrame([{"Model": m.name, "Source": m.source, "Layers": m.num_hidden_layers or "all",
+                            "Pooling (sequence tasks)": "mean of token states" if m.pooling == "mean"
+                            else "model's own head",
                             "Replacement token": m.replacement_token or "default"} for m in p.models])
     maskers = pd.DataFrame([{"Masker": m.name, "Kind": m.kind,
                              "Parameters": ", ".join(f"{k}={v}" for k, v in m.to_dict().items()
@@ -193,12 +195,13 @@ def pilot_section(p: Protocol, specs) -> list:
     def seeds(x):
         return "–" if pd.isna(x) else str(int(x))
 
-    rows = [{"Task / model": f"{r.task} / {r.model}", "Masker": r.masker, "Runs": r.n_runs,
+    # No "Runs" column (Collapsed says "k of n"): thirteen columns do not fit the page without breaking words.
+    rows = [{"Task / model": f"{r.task} / {r.model}", "Masker": r.masker,
              "Mean (pts)": fmt_points(r.mean), "Majority (pts)": fmt_points(r.majority),
              "Chance (pts)": fmt_points(r.chance), "Collapsed": f"{r.n_collapsed} of {r.n_runs}",
              "SD seeds (pts)": fmt_points(r.sd_seed), "SD of Δ (pts)": fmt_points(r.sd_diff)
              + ("*" if r.sd_source != "paired" else ""),
-             "Seeds: detect / equivalence": f"{seeds(r.seeds_needed)} / {seeds(r.seeds_needed_equivalence)}",
+             "Seeds: detect / equiv.": f"{seeds(r.seeds_needed)} / {seeds(r.seeds_needed_equivalence)}",
              "s per run": f"{r.run_s:.0f}", "Verdict": r.verdict} for r in table.itertuples()]
     margin = p.analysis.margin
     return [para("Pilot", "h2"),
