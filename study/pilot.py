@@ -86,12 +86,17 @@ def render(table, stream) -> None:
     def num(x, fmt="{:.3f}"):
         return "—" if pd.isna(x) else fmt.format(x)
 
-    print(f"{'task':12} {'model':14} {'masker':16} {'metric':9} {'runs':>4} {'mean':>6} {'majority':>8} "
+    # the name columns as wide as their longest entry (weighted_f1, long task names), so columns line up
+    w = {c: max([minimum, *(len(str(v)) for v in table[c])]) for c, minimum in
+         (("task", 12), ("model", 14), ("masker", 16), ("metric", 9))}
+    print(f"{'task':{w['task']}} {'model':{w['model']}} {'masker':{w['masker']}} {'metric':{w['metric']}} "
+          f"{'runs':>4} {'mean':>6} {'majority':>8} "
           f"{'chance':>6} {'collapsed':>9} {'seed SD':>7} {'diff SD':>7} {'seeds: detect':>13} {'equiv.':>6} "
           f"{'s/run':>6}", file=stream)
     for r in table.itertuples(index=False):
         diff = num(r.sd_diff) + ("" if r.sd_source == "paired" else "*")
-        print(f"{r.task:12} {r.model:14} {r.masker:16} {r.metric:9} {r.n_runs:>4} {num(r.mean):>6} "
+        print(f"{r.task:{w['task']}} {r.model:{w['model']}} {r.masker:{w['masker']}} {r.metric:{w['metric']}} "
+              f"{r.n_runs:>4} {num(r.mean):>6} "
               f"{num(r.majority):>8} {num(r.chance):>6} {f'{r.n_collapsed}/{r.n_runs}':>9} {num(r.sd_seed):>7} "
               f"{diff:>7} {num(r.seeds_needed, '{}'):>13} {num(r.seeds_needed_equivalence, '{}'):>6} "
               f"{num(r.run_s, '{:.0f}'):>6}", file=stream)
