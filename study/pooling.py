@@ -8,7 +8,7 @@ slowly and unevenly across seeds. :class:`MeanPooledClassifier` puts a fresh lin
 attention-mask-weighted mean of the last hidden states — the sentence-transformers pooling.
 
 It behaves as the model objects the rest of the harness expects: ``forward(**inputs)`` returns
-an object with ``logits``, and ``config``, ``get_input_embeddings`` and
+an object with ``logits`` (and ``loss`` when given ``labels``), and ``config``, ``get_input_embeddings`` and
 ``resize_token_embeddings`` reach the backbone, so every masker (input-level, attention-level
 and Typhoon's embedding saliency) works on it unchanged.
 """
@@ -46,10 +46,14 @@ class MeanPooledClassifier(torch.nn.Module):
     def resize_token_embeddings(self, size: int):
         return self.backbone.resize_token_embeddings(size)
 
-    def forward(self, input_ids=None, attention_mask=None, **inputs) -> SequenceClassifierOutput:
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **inputs) -> SequenceClassifierOutput:
+        """``labels``: as Hugging Face heads, the cross-entropy comes back as ``loss`` (what
+        ``transformers.Trainer`` needs, bench/vs_trainer.py); our loop computes its own loss."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -108,3 +108,14 @@ def test_token_tasks_ignore_pooling_so_one_model_list_serves_both_task_types():
     lid_plain = [s.run_id for s in plain if s.task["name"] == "lid"]
     assert [s.run_id for s in by_task["lid"]] == lid_plain
     assert not {s.run_id for s in by_task["tweets"]} & {s.run_id for s in plain}
+
+
+def test_labels_give_the_cross_entropy_as_hugging_face_heads_do():
+    """transformers.Trainer (bench/vs_trainer.py) reads the loss from the model's output."""
+    model = load_model({**MINILM_L1, "pooling": "mean"}, num_labels=3, init_seed=0).model.eval()
+    ids = torch.tensor([[101, 2023, 2003, 102], [101, 2204, 102, 0]])
+    mask = (ids != 0).long()
+    labels = torch.tensor([0, 2])
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert out.loss is not None and model(input_ids=ids, attention_mask=mask).loss is None
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
