@@ -7,7 +7,7 @@ The statistics are :func:`analysis.pilot.pilot_table`; this module selects the r
 table and records the verdicts as a ``pilot`` event in the store (taking the driver lock for that
 one write: the driver is the store's only writer), which ``study run`` reads to warn about
 collapsed cells (:func:`warn_collapsed`). :func:`recorded_pilot_table` gives the report the table
-of the latest recorded pilot (not wired into the PDF yet).
+of the latest recorded pilot (the "Pilot" table of the PDF report).
 """
 
 from __future__ import annotations
