@@ -83,9 +83,7 @@ def _check_data(p) -> None:
         try:
             check_data_dir(t.dataset, t.data_dir)
         except ValueError as e:
-            hint = p.local_data.get(f"tasks[{i}].data_dir")
-            hint = f" This protocol expects there: {hint}." if hint else ""
-            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}{hint}") from None
+            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}{p.local_data_hint(f'tasks[{i}].data_dir')}") from None
 
 
 def cmd_validate(args) -> int:

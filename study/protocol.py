@@ -186,6 +186,11 @@ class Protocol:
     sequential: SequentialConfig | None = None  # None: every seed runs (the fixed design)
     description: str = ""
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
+
+    def local_data_hint(self, key: str) -> str:
+        """What ``local_data`` says belongs at ``key`` (e.g. ``tasks[0].data_dir``), as a sentence for
+        an error message; empty when it says nothing."""
+        return local_data_hint(self.local_data, key)
     # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
     plugins: tuple = ()
     source: str | None = None  # the file it came from
@@ -374,7 +379,7 @@ def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Prot
     plugins = _load_plugins(conv, data.pop("plugins", []), Path(file).parent if file else None)
     base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "", skip=("source", "sha256", "plugins"))
     maskers = _parse_maskers(conv, maskers_raw, plugins)
-    tasks = _resolve_task_files(conv, base.tasks, Path(file).parent if file else Path.cwd())
+    tasks = _resolve_task_files(conv, base.tasks, Path(file).parent if file else Path.cwd(), base.local_data)
     proto = dataclasses.replace(base, seeds=seeds, maskers=maskers, source=file, sha256=sha256, plugins=plugins,
                                 tasks=tasks)
     _check_semantics(conv, proto)
@@ -412,7 +417,12 @@ class _SeedRange:
     count: int
 
 
-def _resolve_task_files(conv: _Converter, tasks, base_dir: Path) -> tuple[TaskConfig, ...]:
+def local_data_hint(local_data: dict, key: str) -> str:
+    hint = local_data.get(key)
+    return f" This protocol expects there: {hint}." if hint else ""
+
+
+def _resolve_task_files(conv: _Converter, tasks, base_dir: Path, local_data: dict) -> tuple[TaskConfig, ...]:
     """File paths relative to the protocol's folder → absolute; the files' hash → ``data_sha256``."""
     from study.tasks import files
 
@@ -427,7 +437,9 @@ def _resolve_task_files(conv: _Converter, tasks, base_dir: Path) -> tuple[TaskCo
             try:
                 t = dataclasses.replace(t, data_sha256=files.data_sha256(t))
             except files.FieldError as e:
-                conv.fail(f"tasks[{i}].{e.field}", e.problem, e.fix)
+                key = f"tasks[{i}].{e.field}"
+                hint = local_data_hint(local_data, key)
+                conv.fail(key, e.problem, f"{e.fix}.{hint}" if hint else e.fix)
         out.append(t)
     return tuple(out)
 

@@ -194,6 +194,11 @@ def test_data_errors_exit_2_naming_file_and_field(tmp_path, case):
 def test_example_csv_maker_and_protocol_validate(tmp_path):
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("data"))
+    # before the CSVs exist, validation says how to make them (the protocol's local_data block)
+    out = subprocess.run([sys.executable, "-m", "study.cli", "validate", "examples/span-masking.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "tasks[0].train_file" in out.stderr, out.stderr
+    assert "examples/make_csv.py" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([sys.executable, "examples/make_csv.py"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
