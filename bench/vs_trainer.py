@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{t['epochs']} epochs, batch {t['batch_size']}, lr {t['learning_rate']}, max length {t['max_length']}, "
           f"warm-up {t['warmup_ratio']}, clip {t.get('max_grad_norm', 1.0)}, wd {t['weight_decay']}, "
           f"precision {t.get('precision', 'fp32')}")
-    print(f"our optimizer: {specs[0].training.get('optimizer', 'adamw')}")
+    print(f"our optimizer: {t.get('optimizer', 'adamw')}")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'cpu'})"
     print(f"device: {device}, {args.threads} thread(s), k = {args.k}, torch {torch.__version__}")
     def theirs(spec):

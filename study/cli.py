@@ -77,13 +77,15 @@ def _report_dir(protocol, out: str | None) -> Path:
 
 def _check_data(p) -> None:
     """Local data folders exist and hold the expected files (before any run starts)."""
+    from study.protocol import local_data_hint
     from study.tasks import check_data_dir
 
     for i, t in enumerate(p.tasks):
         try:
             check_data_dir(t.dataset, t.data_dir)
         except ValueError as e:
-            raise UserError(f"{p.source}: tasks[{i}].data_dir: {e}{p.local_data_hint(f'tasks[{i}].data_dir')}") from None
+            key = f"tasks[{i}].data_dir"
+            raise UserError(f"{p.source}: {key}: {e}{local_data_hint(p.local_data, key)}") from None
 
 
 def cmd_validate(args) -> int:

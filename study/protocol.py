@@ -57,7 +57,7 @@ class ModelConfig:
     replacement_token: str | None = None  # for models without [MASK]; default: unk, else a new special token
     # what the sequence-classification head reads: the model's own choice (BERT: [CLS] through its
     # pooler; decoders: the last token) or the mean of the token states (sentence-transformer models).
-    # Token tasks label every position and pool nothing: their runs ignore it (see spec.expand).
+    # Token tasks label every position and pool nothing: their runs ignore it (spec.model_for).
     pooling: Literal["cls", "mean"] = "cls"
 
 
@@ -186,11 +186,6 @@ class Protocol:
     sequential: SequentialConfig | None = None  # None: every seed runs (the fixed design)
     description: str = ""
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
-
-    def local_data_hint(self, key: str) -> str:
-        """What ``local_data`` says belongs at ``key`` (e.g. ``tasks[0].data_dir``), as a sentence for
-        an error message; empty when it says nothing."""
-        return local_data_hint(self.local_data, key)
     # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
     plugins: tuple = ()
     source: str | None = None  # the file it came from
@@ -418,6 +413,8 @@ class _SeedRange:
 
 
 def local_data_hint(local_data: dict, key: str) -> str:
+    """What a protocol's ``local_data`` says belongs at ``key`` (e.g. ``tasks[0].data_dir``), as a
+    sentence for an error message; empty when it says nothing."""
     hint = local_data.get(key)
     return f" This protocol expects there: {hint}." if hint else ""
 
