@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from exectools import alive, cli, proc_stat, query, start_cli, wait_for, worker_pids, write_protocol
 
 from study.scheduler.forkserver import fork_safety
@@ -28,13 +29,16 @@ def _predictions(store):
                         "ORDER BY run_id, example_id")
 
 
-def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path, threads):
+    """One thread per run: bit for bit. Two (as the demo; the server must still be single-threaded,
+    OpenBLAS!): the same predictions, scores to 1e-6 — torch's two-thread CPU kernels are not
+    bit-reproducible from one process to the next (CI once saw a score differ by 3e-8)."""
     stores = {}
     for start in ("forkserver", "spawn"):
         folder = tmp_path / start
         folder.mkdir()
-        # 2 threads per run, as the demo: the server must still be single-threaded (OpenBLAS!)
-        path = write_protocol(folder, seeds=[0, 1], execution={"worker_start": start, "threads_per_run": 2})
+        path = write_protocol(folder, seeds=[0, 1], execution={"worker_start": start, "threads_per_run": threads})
         out = cli("run", path, cwd=folder)
         assert out.returncode == 0, out.stderr[-3000:]
         assert ("workers forked from a preloaded server" if start == "forkserver" else "workers fresh interpreters") \
@@ -43,9 +47,14 @@ def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
         stores[start] = folder / "runs" / "exec.sqlite"
     fork, spawn = _runs(stores["forkserver"]), _runs(stores["spawn"])
     assert fork.keys() == spawn.keys() and len(fork) == 4
-    for rid in fork:  # same metric, same masking, same per-example predictions and scores, bit for bit
+    for rid in fork:  # same metric, same masking
         assert fork[rid][:5] == spawn[rid][:5] and fork[rid][1] == "done"
-    assert _predictions(stores["forkserver"]) == _predictions(stores["spawn"])
+    forked, spawned = _predictions(stores["forkserver"]), _predictions(stores["spawn"])
+    if threads == 1:  # same per-example predictions and scores, bit for bit
+        assert forked == spawned
+    else:
+        assert [r[:4] for r in forked] == [r[:4] for r in spawned]
+        assert max(abs(a[4] - b[4]) for a, b in zip(forked, spawned, strict=True)) < 1e-6
     for runs, start in ((fork, "forkserver"), (spawn, "spawn")):
         envs = [r[5] for r in runs.values()]
         assert {e["env_vars"]["MASKSTUDY_WORKER_START"] for e in envs} == {start}
@@ -53,8 +62,8 @@ def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path):
         assert {e["env_vars"]["CUDA_VISIBLE_DEVICES"] for e in envs} == {""}  # CPU slots see no GPU
         assert {e["env_vars"]["MASKSTUDY_SLOT"] for e in envs} == {"cpu0"}
         assert len({e["pid"] for e in envs}) == 4  # one fresh process per run
-        assert {e["cpu_threads"] for e in envs} == {2}  # threads_per_run, also in a forked child
-        assert {e["env_vars"]["OMP_NUM_THREADS"] for e in envs} == {"2"}
+        assert {e["cpu_threads"] for e in envs} == {threads}  # threads_per_run, also in a forked child
+        assert {e["env_vars"]["OMP_NUM_THREADS"] for e in envs} == {str(threads)}
 
 
 def test_killing_the_fork_server_costs_an_attempt_not_a_run(tmp_path):
