@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 EXTRAS ?= test,ray,slurm,parquet
 
-.PHONY: setup demo example test lint clean-demo
+.PHONY: setup demo example test lint clean-demo gpu-bundle
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check study analysis tests bench
+
+# What bench/gpu_check.sh needs on a GPU machine without registry or hub (README "On a GPU").
+gpu-bundle: setup
+	$(BIN)/python bench/gpu_bundle.py
 
 clean-demo:
 	rm -rf runs/demo.sqlite* reports/demo

@@ -84,6 +84,12 @@ def step_times(model, tokenizer, precision_name: str, args, device) -> tuple[flo
     return ms, args.batch_size / (ms / 1000)
 
 
+def packing_command(protocol: Path) -> list[str]:
+    """``study run`` on GPU 0 alone. ``--gpus`` takes a count or a list: "1" is one GPU (index 0),
+    while "0" means no GPU at all (the runs would be serial CPU runs)."""
+    return [sys.executable, "-m", "study.cli", "run", str(protocol), "--gpus", "1"]
+
+
 def packing(k: int, args) -> float:
     """Runs per minute with k runs packed on GPU 0 (4·k runs of the demo cell, masker none)."""
     import yaml
@@ -96,8 +102,7 @@ def packing(k: int, args) -> float:
         path = Path(tmp) / "p.yaml"
         path.write_text(yaml.safe_dump(demo))
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path), "--gpus", "0"],
-                             capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(packing_command(path), capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - t0
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
@@ -112,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--skip-maskers", action="store_true")
     ap.add_argument("--skip-packing", action="store_true")
+    ap.add_argument("--count-syncs", action="store_true", help="maskers: also count host syncs per step")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench/gpu.py: no CUDA GPU visible; nothing measured (run it on a machine with one)")
@@ -134,7 +140,8 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
     if not args.skip_maskers:
         print("\nmaskers on the GPU (bench/maskers.py, MiniLM-L6, batch 32 × 128):", flush=True)
-        _maskers_bench().main(["--layers", "6", "--batch-size", "32", "--max-length", "128", "--device", "cuda"])
+        _maskers_bench().main(["--layers", "6", "--batch-size", "32", "--max-length", "128", "--device", "cuda",
+                               *(["--count-syncs"] if args.count_syncs else [])])
     if not args.skip_packing:
         print("\nlocal pool, runs packed per GPU (demo cell, 2-layer MiniLM, forked workers):")
         base = None

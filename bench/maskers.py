@@ -130,6 +130,28 @@ def bench_steps(args, device, model, tokenizer, items, batches, context) -> dict
             "realised_rates": {k: maskers[k].realised_rate for k in labels}}
 
 
+def bench_syncs(args, device, model, tokenizer, items, batches, context) -> dict:
+    """Host reads of device values per training step, per masker (study.syncs): on CUDA each one
+    waits for the device. The forward and backward of ``none`` set the floor."""
+    from study.syncs import count_host_reads
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    per_step = {}
+    for label, (kind, params) in MASKERS.items():
+        masker = make(kind, params, context, device)
+        masker.setup(model, tokenizer, items, 2 * len(batches))
+        masker.attach(model)
+        try:
+            time_step(masker, model, optimizer, batches[0], 0, device, time.perf_counter)  # warm-up
+            with count_host_reads(device) as reads:
+                for b, batch in enumerate(batches):
+                    time_step(masker, model, optimizer, batch, b + 1, device, time.perf_counter)
+        finally:
+            masker.detach()
+        per_step[label] = reads.count / len(batches)
+    return {"per_step": per_step, "extra_per_step": {k: v - per_step["none"] for k, v in per_step.items()}}
+
+
 def bench_tlm_mask(args, device, context) -> dict:
     """TLM mask construction for one layer (draws included) vs the reference code's per-row loop."""
     from study.maskers.tlm import tlm_allowed_rowwise
@@ -175,6 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto",
                    help="cpu: process CPU time (robust on a shared box; auto on CPU with 1 thread), wall: elapsed")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.add_argument("--count-syncs", action="store_true",
+                   help="also count host reads of device values per step (CUDA: set_sync_debug_mode)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,6 +227,11 @@ def main(argv=None) -> int:
     m = result["tlm_mask"]
     print(f"TLM mask {m['shape'][0]}x{m['shape'][1]}: vectorised {m['vectorised_ms']:.3f} ms, per-row loop "
           f"{m['rowwise_ms']:.1f} ms, speedup {m['speedup']:.0f}x (target >= {TLM_SPEEDUP_TARGET:.0f}x)")
+    if args.count_syncs:
+        result["syncs"] = bench_syncs(args, device, model, tokenizer, items, batches, context)
+        print("host reads of device values per step (on CUDA each waits for the device), masker - none:")
+        print("  " + ", ".join(f"{k} {v:+.1f}" for k, v in result["syncs"]["extra_per_step"].items()
+                               if not k.startswith("none")) + f"   (none: {result['syncs']['per_step']['none']:.1f})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

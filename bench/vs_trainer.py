@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trainer-optim", default="adamw_torch_fused",
                     help="Trainer's optimizer: its default adamw_torch_fused, or adamw_torch (the for-loop "
                          "AdamW, like our default training.optimizer: adamw on the CPU)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                    help="training.precision for both (default: the protocol's); Trainer gets bf16=/fp16=")
     args = ap.parse_args(argv)
 
     from transformers.utils import logging as hf_logging
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p = load_protocol(args.protocol)
     cell = next(s for s in expand(p) if s.masker["name"] == args.masker)
     execution = {**cell.execution, "threads_per_run": args.threads}
-    training = {**cell.training, **({"optimizer": args.optimizer} if args.optimizer else {})}
+    training = {**cell.training, **({"optimizer": args.optimizer} if args.optimizer else {}),
+                **({"precision": args.precision} if args.precision else {})}
     specs = [type(cell)(**{**cell.__dict__, "seed": seed, "execution": execution, "training": training})
              for seed in range(args.k)]
     t = specs[0].training

@@ -122,15 +122,16 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
     if cfg.get("pooling", "cls") == "mean":
         from study.pooling import MeanPooledClassifier
 
-        backbone = AutoModel.from_pretrained(path, config=config)
+        backbone = AutoModel.from_pretrained(path, config=config, dtype=torch.float32)
         torch.manual_seed(init_seed)
         model = MeanPooledClassifier(backbone, num_labels)
         new_params = {f"classifier.{name}" for name, _ in model.classifier.named_parameters()}
     else:
         torch.manual_seed(init_seed)
         auto = AutoModelForTokenClassification if task_type == "token-classification" else AutoModelForSequenceClassification
-        model, info = auto.from_pretrained(path, config=config, output_loading_info=True)
+        model, info = auto.from_pretrained(path, config=config, output_loading_info=True, dtype=torch.float32)
         new_params = set(info.get("missing_keys", []))
+    require_fp32(model, cfg["source"])
     state = model.state_dict()
     head_fp = fingerprint(*[state[k].detach().cpu().float().numpy() for k in sorted(new_params) if k in state])
 
@@ -147,6 +148,22 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
         num_layers=int(getattr(config, "num_hidden_layers", 0) or 0),
         num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
     )
+
+
+def require_fp32(model, source: str) -> None:
+    """Every parameter in float32, whatever dtype the checkpoint was stored in.
+
+    transformers 5 loads a checkpoint in its stored dtype unless told otherwise: a bf16-stored
+    model would then train in pure bf16 under ``precision: fp32`` (no fp32 master weights), and a
+    mean-pooling head would meet bf16 hidden states. ``training.precision`` is applied by autocast
+    around the forward pass (study.precision), never by the stored dtype.
+    """
+    import torch
+
+    wrong = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
+    if wrong:
+        raise RuntimeError(f"model {source!r} loaded with {', '.join(wrong)} parameters; maskstudy trains "
+                           "fp32 master weights (load with dtype=torch.float32)")
 
 
 def _is_decoder_only(config) -> bool:

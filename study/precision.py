@@ -24,10 +24,22 @@ def configure_tf32(enabled: bool, device: torch.device) -> bool:
     """Allow TF32 matmuls where the GPU has them; returns whether they are on (recorded in the env)."""
     if device.type != "cuda":
         return False
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+    set_tf32(enabled)
     major, _ = torch.cuda.get_device_capability(device)
     return bool(enabled and major >= 8)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for fp32 matmuls and cuDNN through ``fp32_precision`` where torch has it (2.9+):
+    ``allow_tf32`` is deprecated there, and mixing the two APIs can raise."""
+    value = "tf32" if enabled else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        torch.backends.cuda.matmul.fp32_precision = value
+        torch.backends.cudnn.conv.fp32_precision = value
+        torch.backends.cudnn.rnn.fp32_precision = value
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
 
 
 class Precision:

@@ -164,6 +164,8 @@ class ExecutionConfig:
     timeout_min: float | None = None
     # local pool: fork each worker from a preloaded server (fast start) or start a fresh interpreter
     worker_start: Literal["forkserver", "spawn"] = "forkserver"
+    # where runs compute; the environment variable MASKSTUDY_DEVICE overrides it (study.device)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     tf32: bool = True  # TF32 matmuls on GPUs that have them (recorded in the run's environment)
     # mid-run checkpoints in <store>.work/checkpoints/ (off unless set): a killed run resumes from the last
     checkpoint_every_steps: int | None = None

@@ -41,14 +41,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 def configure_determinism(enabled: bool) -> dict:
-    """Turn on deterministic kernels when asked; returns the flags to record in the run."""
+    """Turn on deterministic kernels when asked; returns the flags to record in the run.
+
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` once per process, at its first call: set after CUDA
+    started, it does nothing, and deterministic mode then makes every cuBLAS call raise. The
+    workers get it in their environment (``study.scheduler.launch``) and a test session at its
+    start (``tests/conftest.py``); a process that started CUDA without it is refused here.
+    """
     import torch
 
     if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=False)
+        if not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                raise RuntimeError(
+                    "execution.deterministic: CUDA is already initialised in this process and "
+                    "CUBLAS_WORKSPACE_CONFIG was not set before it, so cuBLAS cannot be made "
+                    f"deterministic; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the environment "
+                    "before the process starts (the study's workers have it)")
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE  # CUDA not started yet: still read
         torch.backends.cudnn.benchmark = False
+    # Each run sets its own mode: an in-process run after a deterministic one must not inherit it.
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
     return {
         "deterministic": bool(enabled),
         "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from analysis.metrics import IGNORE_INDEX, compute_metrics
 from study import checkpoint
 from study.checkpoint import CheckpointPolicy
+from study.device import PINNED_ATTENTION_KERNELS, attention_kernels, pick_device
 from study.env import capture_env
 from study.maskers.base import MaskerContext
 from study.models import load_model
@@ -41,10 +42,6 @@ from study.tokens import encode_words, scored_words
 
 # Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
 PRIVATE_PREFIX = "_"
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def encode(tokenizer, examples, max_length: int) -> list[dict]:
@@ -108,9 +105,15 @@ def collate(items: list[dict], pad_id: int, device: torch.device) -> dict:
                                        dtype=torch.long)
     else:
         batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    if "_word_ids" in items[0]:
+        # The largest word and sequence ids, from the host lists: whole-word masking sizes its draws
+        # with them without reading the device.
+        batch["_word_bounds"] = (max(max(it["_word_ids"], default=-1) for it in items),
+                                 max(max(it["_sequence_ids"], default=-1) for it in items))
     if torch.device(device).type == "cuda":
         # Pinned host memory lets the copy run asynchronously: the host builds the next batch meanwhile.
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.pin_memory().to(device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
     return batch
 
 
@@ -189,7 +192,7 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         torch.set_num_threads(int(spec.execution["threads_per_run"]))
     determinism = configure_determinism(bool(spec.execution.get("deterministic")))
     streams = seed_streams(spec.seed)
-    device = pick_device()
+    device = pick_device(spec.execution)
     tf32 = configure_tf32(bool(spec.execution.get("tf32", True)), device)
     precision = Precision(training.get("precision", "fp32"), device)
     policy = CheckpointPolicy.for_run(spec.execution, checkpoint_dir)
@@ -263,6 +266,8 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
                  "scaler": precision.state_dict(), "masker": masker.state_dict()}
         pos["checkpoint_s"] += checkpoint.save(checkpoint.checkpoint_path(policy.folder, spec.run_id), state)
 
+    kernels = attention_kernels(device)  # one attention kernel for every masker (study.device)
+    kernels.__enter__()
     try:
         for epoch in range(pos["epoch"], epochs):
             model.train()
@@ -322,9 +327,12 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
                 break
     finally:
         masker.detach()
+        kernels.__exit__(None, None, None)
 
     env = capture_env(device)
     env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names))
+    if device.type == "cuda":
+        env["attention_kernels"] = list(PINNED_ATTENTION_KERNELS)
     t_train = pos["t_train"]
     selected = pos["epoch_records"][-1]["epoch"]
     if select_best:

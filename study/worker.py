@@ -31,8 +31,16 @@ EXIT_OOM = 3
 EXIT_ORPHANED = 4
 
 
+# Out-of-memory as CUDA reports it: the caching allocator (torch.cuda.OutOfMemoryError), context
+# creation ("CUDA error: out of memory"), and cuBLAS / cuDNN failing to allocate their workspace.
+OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+    """Whether a failure was the GPU running out of memory: the driver then packs fewer runs per GPU."""
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or any(m in text for m in OOM_MESSAGES)
 
 
 def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:

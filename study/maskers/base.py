@@ -110,7 +110,9 @@ class Masker:
     def record_tensors(self, masked: torch.Tensor, eligible: torch.Tensor | int) -> None:
         """Like ``record`` for bool masks (or counts) on the training device, without a host sync."""
         torch = _torch()
-        total = eligible.sum() if isinstance(eligible, torch.Tensor) else torch.tensor(eligible, device=masked.device)
+        # a fill kernel, not a host-to-device copy: nothing here waits for the device
+        total = eligible.sum() if isinstance(eligible, torch.Tensor) else \
+            torch.full((), int(eligible), dtype=torch.long, device=masked.device)
         counts = torch.stack([masked.sum().to(torch.long), total.to(torch.long)])
         self._pending = counts if self._pending is None else self._pending + counts
 

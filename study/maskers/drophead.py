@@ -15,6 +15,8 @@ realised rate is dropped heads / (examples × heads), over all layers and steps.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from study.maskers import Masker, register
@@ -51,6 +53,28 @@ def sample_keep(batch: int, heads: int, rate: float, generator: torch.Generator,
         keep = torch.where(dead[:, None], redraw, keep)
     else:
         raise RuntimeError(f"drophead: an example lost every head {MAX_REDRAWS} times at rate {rate}")
+    return keep.to(device)
+
+
+def sample_keep_sync_free(batch: int, heads: int, rate: float, generator: torch.Generator, device) -> torch.Tensor:
+    """The same distribution as :func:`sample_keep` — independent drops conditioned on at least one
+    kept head per row — without its redraw loop, which reads the device once per layer per step.
+
+    Every row with a kept head has a unique first kept head j, with P(j) ∝ rate^j · (1 − rate)
+    over j < H (a truncated geometric, drawn by inverting its CDF); heads before j are dropped
+    and heads after j are dropped independently with probability ``rate``. The CUDA path: on the
+    CPU the loop costs nothing and its draws are the ones published results were made with.
+    """
+    gen_device = generator.device
+    u = torch.rand((batch,), generator=generator, device=gen_device, dtype=torch.float64)
+    after = torch.rand((batch, heads), generator=generator, device=gen_device) >= rate
+    head = torch.arange(heads, device=gen_device)
+    if rate <= 0.0:
+        first = torch.zeros((batch,), dtype=torch.long, device=gen_device)
+    else:
+        # CDF(j) = (1 − rate^(j+1)) / (1 − rate^H): the smallest j with CDF(j) > u
+        first = torch.floor(torch.log1p(-u * (1.0 - rate ** heads)) / math.log(rate)).long().clamp_(0, heads - 1)
+    keep = (head[None, :] == first[:, None]) | ((head[None, :] > first[:, None]) & after)
     return keep.to(device)
 
 
@@ -98,7 +122,8 @@ class DropHeadMasker(Masker):
         rate = self.rate_at(self.step)
         x = args[0]
         b = x.shape[0]
-        keep = sample_keep(b, self.heads, rate, self.generator, x.device)
+        sampler = sample_keep_sync_free if x.device.type == "cuda" else sample_keep
+        keep = sampler(b, self.heads, rate, self.generator, x.device)
         self.record_tensors(~keep, b * self.heads)
         if rate == 0.0:
             return None

@@ -40,7 +40,8 @@ KIND = "test-fault"
 @dataclass(frozen=True)
 class FaultParams:
     fail: Literal["never", "always", "once"] = "never"
-    error: Literal["runtime", "oom"] = "runtime"
+    # oom: the allocator's error; the other oom-*: how context creation, cuBLAS and cuDNN report it
+    error: Literal["runtime", "oom", "oom-context", "oom-cublas", "oom-cudnn"] = "runtime"
     marker: str | None = None  # faults fire only in the attempt that creates this file
     sleep_s: float = 0.0  # sleep before training (a window to kill the worker)
     favour_class: int | None = None  # bias the head toward this class (a known effect)
@@ -82,7 +83,18 @@ class FaultMasker(Masker):
 
             # The class real CUDA OOMs raise; constructible without a GPU.
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test-fault)")
+        if self.params.error in OOM_RUNTIME_ERRORS:
+            raise RuntimeError(OOM_RUNTIME_ERRORS[self.params.error] + " (injected by test-fault)")
         raise RuntimeError("injected failure (test-fault masker)")
+
+
+# The RuntimeError texts PyTorch raises when memory runs out outside the caching allocator.
+OOM_RUNTIME_ERRORS = {
+    "oom-context": "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some "
+                   "other API call, so the stacktrace below might be incorrect.",
+    "oom-cublas": "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "oom-cudnn": "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+}
 
 
 ENTRY = MaskerKind(FaultParams, FaultMasker)

@@ -154,6 +154,15 @@ def calibrate(counts: torch.Tensor, phi: torch.Tensor, rate: float) -> tuple[tor
     return (lam * phi).clamp(max=1.0), lam
 
 
+def host_copies(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors on the host, waiting for the device once for all of them (not once each)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return list(tensors)
+    copies = [t.to("cpu", non_blocking=True) for t in tensors]
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return copies
+
+
 # ---- the masker --------------------------------------------------------------------------------
 
 
@@ -175,6 +184,7 @@ class TyphoonMasker(Masker):
         ok = attn.bool() if self.params.reference else eligible_positions(ids, attn, self.context.special_ids)
         counts = torch.bincount(ids[ok], minlength=vocab).double()[:vocab]
         self.support = torch.nonzero(counts > 0).squeeze(1).to(device)  # types the budget is over
+        self.counts_host = counts[counts > 0]  # the calibration runs on the host (_calibrate)
         self.counts = counts.to(device)[self.support]
         self.w = torch.zeros(vocab, dtype=torch.float64, device=device)
         self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
@@ -216,10 +226,13 @@ class TyphoonMasker(Masker):
         return self.params.rate_at(step, self.total_steps)
 
     def _calibrate(self, rate: float) -> None:
-        phi = propensity(self.w[self.support], self.seen[self.support], self.params.spread)
-        q, self.lam = calibrate(self.counts, phi, rate)
+        # On the host: the bisection reads its budget up to ~200 times, and each read of a CUDA
+        # tensor would wait for the device. One copy of w per step instead (float64 either way).
+        w, seen = host_copies(self.w[self.support], self.seen[self.support])
+        phi = propensity(w, seen, self.params.spread)
+        q, self.lam = calibrate(self.counts_host, phi, rate)
         self.q.zero_()
-        self.q[self.support] = q.float()
+        self.q[self.support] = q.float().to(self.q.device, non_blocking=True)
         self._calibrated_for = rate
 
     def apply(self, batch: dict, step: int) -> dict:

@@ -49,8 +49,10 @@ class WholeWordMasker(Masker):
             raise ValueError("whole-word masking needs the batch's _word_ids (a fast tokenizer)")
         words, seqs = batch["_word_ids"], batch["_sequence_ids"]
         eligible = eligible_positions(ids, attn, self.context.special_ids) & (words >= 0)
-        # Word ids number one sequence's words from 0, so they are below T (one sync to be sure).
-        max_word, max_seq = torch.stack([words.max(), seqs.max()]).tolist()
+        # Word ids number one sequence's words from 0, so they are below T. The collated batch carries
+        # the largest ids, read on the host (no wait for the device); a batch built without them pays one sync.
+        bounds = batch.get("_word_bounds")
+        max_word, max_seq = bounds if bounds is not None else torch.stack([words.max(), seqs.max()]).tolist()
         width, n_seqs = max(ids.shape[1], max_word + 1), max(1, max_seq + 1)
         keys = word_keys(words, seqs, width)
         # One draw per possible word key of each row; every sub-token follows its word's draw.

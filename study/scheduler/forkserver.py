@@ -35,6 +35,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -224,7 +225,25 @@ def warm_up(warm: dict) -> list[str]:
             preload(source, local_files_only=is_hub_source(source))
         except Exception as e:  # noqa: BLE001
             notes.append(f"model {model.get('name')}: {type(e).__name__}: {e}")
+    forget_device_answers()
     return notes
+
+
+# transformers caches (functools.lru_cache) its answers about the machine: is CUDA there, which
+# flash-attention, bf16, MPS, XPU... Answered in the server, where CUDA is hidden, they would be
+# inherited by every forked child, which may see a GPU.
+_DEVICE_ANSWER = re.compile(r"cuda|gpu|flash|bf16|fp16|tf32|mps|xpu|npu|hpu|mlu|musa|rocm|triton|kernels|device")
+
+
+def forget_device_answers() -> list[str]:
+    """Clear transformers' cached answers about the device; returns the names cleared."""
+    module = sys.modules.get("transformers.utils.import_utils")
+    cleared = []
+    for name, fn in vars(module or object()).items():
+        if _DEVICE_ANSWER.search(name) and hasattr(fn, "cache_clear"):
+            fn.cache_clear()
+            cleared.append(name)
+    return cleared
 
 
 def fork_safety() -> str:

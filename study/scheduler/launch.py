@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.checkpoint import CHECKPOINT_DIR_ENV
+from study.seeding import CUBLAS_WORKSPACE
 from study.worker import EXIT_OOM
 
 # The same for every run and every way of starting one: a forked worker keeps its server's hash
@@ -54,7 +55,8 @@ def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict |
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot must not grab a GPU
     elif gpu != INHERIT:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # needed by deterministic cuBLAS; harmless otherwise
+    env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE  # needed by deterministic cuBLAS; harmless otherwise
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU indices as nvidia-smi numbers them (detect_gpus)
     env["PYTHONHASHSEED"] = PYTHONHASHSEED
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)

@@ -40,14 +40,20 @@ from study.scheduler.launch import (
 )
 
 
-def detect_gpus() -> list[int]:
-    """Visible GPU indices without initialising CUDA in the driver (nvidia-smi), honouring
-    an existing ``CUDA_VISIBLE_DEVICES`` list of indices."""
+def detect_gpus() -> list[int | str]:
+    """Visible GPUs without initialising CUDA in the driver (nvidia-smi).
+
+    An existing ``CUDA_VISIBLE_DEVICES`` is kept as given: its entries (indices, ``GPU-<uuid>``,
+    ``MIG-<uuid>``) are what each worker's ``CUDA_VISIBLE_DEVICES`` is set to, one entry per
+    worker, so a cluster's allocation is never widened to GPUs it did not grant. Indices are
+    read in PCI bus order, as nvidia-smi numbers GPUs (the workers get ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+    """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         ids = [v.strip() for v in visible.split(",") if v.strip()]
-        if all(v.isdigit() for v in ids):
-            return [int(v) for v in ids]
+        # CUDA stops at the first invalid entry ("-1" hides every GPU after it)
+        ids = ids[:next((i for i, v in enumerate(ids) if v.startswith("-")), len(ids))]
+        return [int(v) if v.isdigit() else v for v in ids]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
