@@ -65,8 +65,8 @@ demo.update(store=f"{sys.argv[2]}/demo-gpu.sqlite",
 open(sys.argv[1], "w").write(yaml.safe_dump(demo))
 PYEOF
 
-step pytest 90 $PY -m pytest -q -m gpu -p no:cacheprovider
-step bench 200 $PY bench/gpu.py --steps 20 --count-syncs
+step pytest 90 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors
+step bench 200 $PY bench/gpu.py --steps 20 --count-syncs --packing-runs 2
 step demo 100 bash -c "$PY -m study.cli run '$DEMO' --gpus 1 && $PY - '$TMP/demo-gpu.sqlite' <<'PYEOF'
 import json, sqlite3, sys
 rows = sqlite3.connect(sys.argv[1]).execute(\"SELECT masker, seed, env, wall_time_s FROM runs WHERE status='done'\").fetchall()

@@ -136,7 +136,7 @@ def bench_syncs(args, device, model, tokenizer, items, batches, context) -> dict
     from study.syncs import count_host_reads
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    per_step = {}
+    per_step, where = {}, {}
     for label, (kind, params) in MASKERS.items():
         masker = make(kind, params, context, device)
         masker.setup(model, tokenizer, items, 2 * len(batches))
@@ -149,7 +149,9 @@ def bench_syncs(args, device, model, tokenizer, items, batches, context) -> dict
         finally:
             masker.detach()
         per_step[label] = reads.count / len(batches)
-    return {"per_step": per_step, "extra_per_step": {k: v - per_step["none"] for k, v in per_step.items()}}
+        where[label] = sorted(set(reads.calls))[:6]
+    return {"per_step": per_step, "extra_per_step": {k: v - per_step["none"] for k, v in per_step.items()},
+            "where": where}
 
 
 def bench_tlm_mask(args, device, context) -> dict:
@@ -232,6 +234,8 @@ def main(argv=None) -> int:
         print("host reads of device values per step (on CUDA each waits for the device), masker - none:")
         print("  " + ", ".join(f"{k} {v:+.1f}" for k, v in result["syncs"]["extra_per_step"].items()
                                if not k.startswith("none")) + f"   (none: {result['syncs']['per_step']['none']:.1f})")
+        for label, places in result["syncs"]["where"].items():
+            print(f"  {label}: {', '.join(places) or '-'}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

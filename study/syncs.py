@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from pathlib import Path
 
 SYNCING_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")
 
@@ -36,7 +37,8 @@ def count_host_reads(device):
                 yield reads
             finally:
                 torch.cuda.set_sync_debug_mode(previous)
-        reads.calls = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+        # where each one happened: the warning points at the synchronising call's line
+        reads.calls = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
         reads.count = len(reads.calls)
         return
     originals = {name: getattr(torch.Tensor, name) for name in SYNCING_METHODS}

@@ -192,13 +192,14 @@ def test_forget_device_answers_clears_what_warm_up_filled():
 
 # -- 6. maskers do not wait for the device ----------------------------------------------------------------
 
-def _context(tokenizer, loaded, device=torch.device("cpu")):
+def _context(tokenizer, loaded, device: str = "cpu"):
     from study.maskers.base import MaskerContext
 
     return MaskerContext(replacement_id=loaded.replacement_id, replacement=loaded.replacement,
                          pad_token_id=tokenizer.pad_token_id,
                          special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
-                         num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=False, device=device)
+                         num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=False,
+                         device=torch.device(device))
 
 
 @pytest.fixture(scope="module")

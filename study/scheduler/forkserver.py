@@ -250,7 +250,8 @@ def fork_safety() -> str:
     """'' if this process may fork workers, else why not."""
     threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()
     if threads != 1:
-        return f"the fork server has {threads} threads after warming up; forking it could deadlock a worker"
+        return (f"the fork server has {threads} threads after warming up ({thread_names()}); "
+                "forking it could deadlock a worker")
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
         return "CUDA was initialised while warming up; a forked worker could not use the GPU"
     try:
@@ -260,6 +261,19 @@ def fork_safety() -> str:
     except OSError:
         pass
     return ""
+
+
+def thread_names() -> str:
+    """Who the extra threads are: Python's own threads by name, and every native thread's name."""
+    python = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    native = []
+    try:
+        for tid in sorted(os.listdir("/proc/self/task")):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                native.append(f.read().strip())
+    except OSError:
+        pass
+    return f"Python threads {python or 'none besides main'}; native thread names {native}"
 
 
 def _write(msg: dict) -> None:
