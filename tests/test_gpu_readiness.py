@@ -337,3 +337,34 @@ def test_attention_kernel_is_pinned_on_cuda_only():
         assert [f() for f in flags] == [False, True, True]  # no flash: its dropout draws differ
     assert [f() for f in flags] == before
     assert device_mod.PINNED_ATTENTION_KERNELS == ("efficient", "math")
+
+
+# -- found on the first GPU (an H200): what kept the fork server from forking --------------------------
+
+def test_fork_server_environment_stops_pyarrows_jemalloc_thread():
+    """pyarrow's bundled jemalloc started a background thread in the server; a second thread makes
+    forking unsafe, and the pool fell back to fresh interpreters (2.4 runs/min instead of more)."""
+    from study.scheduler.launch import worker_env
+
+    assert worker_env(1, None, start="forkserver", base={})["JE_ARROW_MALLOC_CONF"] == "background_thread:false"
+    assert worker_env(1, None, base={"JE_ARROW_MALLOC_CONF": "narenas:1"})["JE_ARROW_MALLOC_CONF"] == "narenas:1"
+
+
+def test_fork_safety_allows_a_mapped_but_uninitialised_cuda_driver(monkeypatch):
+    """A CUDA build of torch maps libcuda.so at import (torch 2.11+cu130 on the H200) without
+    initialising the driver: that alone must not stop the server from forking."""
+    import builtins
+    import io
+
+    from study.scheduler import forkserver
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) == "/proc/self/maps":
+            return io.StringIO("7f00-7f01 r-xp 0 0:0 0 /usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(forkserver.os, "listdir", lambda path: ["1"] if "task" in str(path) else os.listdir(path))
+    assert forkserver.fork_safety() == ""

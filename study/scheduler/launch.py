@@ -57,6 +57,9 @@ def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict |
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE  # needed by deterministic cuBLAS; harmless otherwise
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU indices as nvidia-smi numbers them (detect_gpus)
+    # pyarrow's bundled jemalloc starts a background thread (seen on a 16-core GPU machine), and a
+    # process with a second thread must not fork: the fork server would fall back to spawning.
+    env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     env["PYTHONHASHSEED"] = PYTHONHASHSEED
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
