@@ -17,8 +17,9 @@ def single_class_runs(preds: pd.DataFrame) -> pd.DataFrame:
     ``preds``: the predictions frame (task, model, masker, seed, prediction, ...), one row per
     run × eval example. Returns one row per collapsed run with the class it always predicted.
     """
-    if preds.empty:
+    if preds.empty or "prediction" not in preds.columns:
         return pd.DataFrame(columns=["task", "model", "masker", "seed", "predicted_class"])
+    preds = preds[preds["prediction"].notna()]  # generation runs' rows carry text, not a class
     per_run = preds.groupby(["task", "model", "masker", "seed"])["prediction"].agg(["nunique", "first"])
     one = per_run[per_run["nunique"] == 1].reset_index()
     return one.rename(columns={"first": "predicted_class"})[["task", "model", "masker", "seed", "predicted_class"]]

@@ -25,7 +25,7 @@ n-gram order, ``num = max(|h & r| - |h & (s - r)|, 0)`` (hypothesis n-grams matc
 reference, minus those matching source n-grams that the reference dropped) and
 ``den = max(len(h) + 1 - n, 0)``; a corpus GLEU ``exp(min(0, 1 - r/c) + mean_n log(num/den))``
 (0 if any summed statistic is 0); and, the 2016 update, 500 iterations each choosing one
-reference per sentence at random (``random.seed(101 j)``, then ``randint(0, n_refs - 1)`` per
+reference per sentence at random (Python's Mersenne Twister seeded ``101 j``, then ``randint(0, n_refs - 1)`` per
 sentence in corpus order), the score being the mean over iterations. The choice depends on a
 sentence's position, so a resample is scored as the scorer would score the resampled corpus.
 Sentences with different numbers of references draw ``randint(0, n_refs_i - 1)`` each (the
@@ -232,7 +232,7 @@ def _ngram_counts(tokens: list[str], n: int) -> dict:
 
 @functools.lru_cache(maxsize=16)
 def _gleu_reference_draws(n_refs: tuple) -> np.ndarray:
-    """(GLEU_ITERATIONS, n) reference choices, the JFLEG scorer's: ``random.seed(j * 101)``
+    """(GLEU_ITERATIONS, n) reference choices, the JFLEG scorer's: seeded with ``j * 101``
     then one ``randint(0, n_refs - 1)`` per sentence in order. ``n_refs``: ``("all", n, m)``
     when every sentence has m references (a short cache key), else the count per sentence."""
     counts = [n_refs[2]] * n_refs[1] if n_refs and n_refs[0] == "all" else list(n_refs)
@@ -329,7 +329,7 @@ class Gleu(TextMetric):
     def signature(self, n_refs=None):
         refs = "" if n_refs is None else f"nrefs:{'var' if n_refs == -1 else n_refs}|"
         return (f"{refs}type:gleu|version:napoles2016|n:{GLEU_ORDER}|iter:{GLEU_ITERATIONS}|"
-                "draws:random.seed(101*j)|tok:split|score:100*mean-over-iterations")
+                "draws:python-seed-101j|tok:split|score:100*mean-over-iterations")
 
 
 # --- the functional interface ------------------------------------------------------------

@@ -178,6 +178,16 @@ def test_gleu_of_the_jfleg_dev_source_equals_the_scorer(tmp_path):
     assert round(got, 4) == 38.1965
 
 
+def test_gleu_leaves_the_global_random_state_alone():
+    import random
+
+    hyps, refs, srcs = corpus(9, n=10, max_refs=2, same_refs=True)
+    random.seed(5)
+    state = random.getstate()
+    tm.corpus_score("gleu", stats_of("gleu", hyps, refs, srcs))
+    assert random.getstate() == state
+
+
 def test_gleu_with_different_reference_counts_draws_per_example():
     """Not the scorer's case (it takes one count); the generalisation draws randint(0, m_i - 1)."""
     import random
