@@ -5,9 +5,13 @@ against another of the same seed (sacrebleu's ``--paired-bs`` / ``--paired-ar``)
 A seq2seq run's predictions are one row per evaluation example with ``example_id``,
 ``generation`` (the text) and ``stats``: the per-example statistics of the task's primary
 metric, :func:`analysis.textmetrics.example_stats` (a list, or its JSON text as the store keeps
-it). The runs frame's ``metric`` names that metric and its ``value`` is
-:func:`analysis.textmetrics.corpus_score` of those statistics, in points (0-100), so the
-seed-level tests, the multibootstrap and these tests all speak one unit.
+it). The runs frame's ``metric`` names that metric.
+
+Units: :mod:`analysis.textmetrics` speaks sacrebleu's points (BLEU 18.93); the analysis frames
+speak metric units, fractions, for every metric (F1 0.83, BLEU 0.1893), which is what their
+margins (0.005 = half a point), effects, display (x100 "pts") and figures assume. So a
+generation run's ``value`` is ``corpus_score(...) / 100`` (:func:`metric_units`), and the
+multibootstrap and :func:`paired_run_tests` report in those units too.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ PAIRED_COLUMNS = [
     "warning",
 ]
 TESTS = {"bs": (paired_bootstrap, 1000), "ar": (paired_ar, 10000)}
+POINTS = 100.0  # textmetrics' scores are points; analysis frames hold fractions
+
+
+def metric_units(points):
+    """A generation score in points (textmetrics, sacrebleu) -> the analysis frames' unit."""
+    return points / POINTS
 
 
 def generation_tasks(predictions: pd.DataFrame, metric_of: dict) -> set:
@@ -93,7 +103,8 @@ def paired_run_tests(
     """Every treatment run against the baseline run of its seed, per generation task
     (``PAIRED_COLUMNS``, one row per task x model x comparison x seed): sacrebleu's paired
     bootstrap (``test="bs"``, 1000 resamples) or approximate randomization (``"ar"``, 10000
-    trials), seeded with sacrebleu's default 12345. ``estimate`` = treatment - baseline in points.
+    trials), seeded with sacrebleu's default 12345. Scores and ``estimate`` (treatment -
+    baseline) in metric units (fractions: BLEU 0.1893), as every analysis table.
 
     These test one seed's pair of runs: the evaluation examples' sampling noise, not the seed's.
     Identical outputs get sacrebleu's smallest p, 1 / (n_samples + 1) (it counts strictly
@@ -130,8 +141,9 @@ def paired_run_tests(
                 rows.append({
                     "task": task, "model": model, "treatment": treat, "baseline": base,
                     "seed": s, "metric": metric_of[task], "n_examples": len(ids),
-                    "score_treatment": res.score_system, "score_baseline": res.score_baseline,
-                    "estimate": res.difference, "p_value": res.p_value,
+                    "score_treatment": metric_units(res.score_system),
+                    "score_baseline": metric_units(res.score_baseline),
+                    "estimate": metric_units(res.difference), "p_value": res.p_value,
                     "method": f"paired {'bootstrap' if test == 'bs' else 'approximate randomization'}",
                     "n_samples": res.n_samples,
                     "warning": "identical statistics: p is sacrebleu's floor, not evidence" if same else "",

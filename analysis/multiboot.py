@@ -26,7 +26,7 @@ metric: predictions carry per-example ``stats`` instead of label and prediction
 (:mod:`analysis.generation`). A drawn set of examples is scored by recomputing each run's
 corpus metric from the drawn rows' statistics (BLEU from summed n-gram counts, one product per
 chunk of draws, as for confusion matrices); the example draws are the same streams as for
-classification. Scores are in points, as the runs' values of those tasks.
+classification. Scores in metric units (BLEU 0.1893), as the runs' values of those tasks.
 
 Token classification: predictions are stored per scored word with ``example_id =
 "<sentence id>:<word index>"`` (every id of a task in that form). The resampled unit is then
@@ -57,7 +57,7 @@ from analysis._frames import (
     warn,
 )
 from analysis.audit import pair_runs
-from analysis.generation import generation_tasks, run_stats
+from analysis.generation import generation_tasks, metric_units, run_stats
 from analysis.metrics import PER_CLASS, get_metric, metric_from_confusion
 from analysis.textmetrics import resampled_scores
 
@@ -339,8 +339,8 @@ def multibootstrap(
                     draws = example_draws(seed, task, n_boot, units)
                     if task in generation:
                         stats = [arrays[r] for r in runs_order]
-                        full = resampled_scores(metric, stats, np.arange(n)[None, :])
-                        scores = resampled_scores(metric, stats, np.concatenate(draws))
+                        full = metric_units(resampled_scores(metric, stats, np.arange(n)[None, :]))
+                        scores = metric_units(resampled_scores(metric, stats, np.concatenate(draws)))
                     else:
                         preds_all = np.stack([arrays[r] for r in runs_order])
                         full = metric_from_confusion(

@@ -41,7 +41,7 @@ def gen_study(metric="bleu", n=24, seeds=(0, 1, 2, 3), maskers=("none", "random"
             hyps = [" ".join(w for w in ref[0].split() if r.random() > drop) for ref in refs]
             stats = [tm.example_stats(metric, h, rf, sr) for h, rf, sr in zip(hyps, refs, srcs, strict=True)]
             run_rows.append({"task": task, "model": "m", "masker": masker, "seed": s,
-                             "metric": metric, "value": tm.corpus_score(metric, stats),
+                             "metric": metric, "value": tm.corpus_score(metric, stats) / 100,
                              "status": "done"})
             for i, (h, st) in enumerate(zip(hyps, stats, strict=True)):
                 # the store keeps stats as JSON text; half the runs as lists, to read both
@@ -58,7 +58,7 @@ def test_run_stats_aligns_rows_by_example_id():
     assert ids == [f"ex-{i:03d}" for i in range(24)]
     for (_, masker, seed), mat in stats.items():
         row = runs[(runs.masker == masker) & (runs.seed == seed)].iloc[0]
-        assert tm.corpus_score("bleu", mat) == pytest.approx(row.value, abs=1e-12)
+        assert tm.corpus_score("bleu", mat) == pytest.approx(100 * row.value, abs=1e-12)
 
 
 def test_multibootstrap_equals_a_sacrebleu_loop_over_the_same_draws():
@@ -79,7 +79,7 @@ def test_multibootstrap_equals_a_sacrebleu_loop_over_the_same_draws():
         r = [refs[i] for i in d]
         k = max(len(x) for x in r)
         return sacrebleu.corpus_bleu(hyps, [[x[j] if j < len(x) else None for x in r]
-                                            for j in range(k)]).score
+                                            for j in range(k)]).score / 100  # metric units
 
     deltas = np.array([np.mean([bleu("random", seeds[j], d) for j in si[b]])
                        - np.mean([bleu("none", seeds[j], d) for j in si[b]])
@@ -99,8 +99,8 @@ def test_gleu_multibootstrap_scores_each_draw_as_the_corpus_metric():
     stats, _ = run_stats(preds, "e2e")
     ex = np.concatenate(example_draws(0, "e2e", 6, 15))
     si = stable_rng(0, "multibootstrap-seeds", "e2e", "m", "random", "none").integers(0, 3, (6, 3))
-    deltas = [np.mean([tm.corpus_score("gleu", stats[("m", "random", j)][d]) for j in si[b]])
-              - np.mean([tm.corpus_score("gleu", stats[("m", "none", j)][d]) for j in si[b]])
+    deltas = [np.mean([tm.corpus_score("gleu", stats[("m", "random", j)][d]) for j in si[b]]) / 100
+              - np.mean([tm.corpus_score("gleu", stats[("m", "none", j)][d]) for j in si[b]]) / 100
               for b, d in enumerate(ex)]
     assert mb.ci_low.iloc[0] == pytest.approx(np.quantile(deltas, 0.025), abs=1e-9)
     assert mb.estimate.iloc[0] == pytest.approx(compare(runs, n_boot=50).estimate.iloc[0], abs=1e-9)
@@ -136,8 +136,9 @@ def test_paired_run_tests_equal_sacrebleu_per_seed(monkeypatch):
     _, scores = PairedTest([("none", text["none"]), ("tlm", text["tlm"])], {"BLEU": BLEU()},
                            ref_streams, test_type="bs", n_samples=500)()
     assert row.p_value == scores["BLEU"][1].p_value
-    assert row.score_treatment == pytest.approx(scores["BLEU"][1].score, abs=1e-9)
-    assert row.estimate == pytest.approx(scores["BLEU"][1].score - scores["BLEU"][0].score, abs=1e-9)
+    assert 100 * row.score_treatment == pytest.approx(scores["BLEU"][1].score, abs=1e-9)
+    assert 100 * row.estimate == pytest.approx(scores["BLEU"][1].score - scores["BLEU"][0].score,
+                                               abs=1e-9)
     # 'random' reproduces the baseline's outputs here: sacrebleu's floor p, flagged
     same = table[table.treatment == "random"]
     assert (same.p_value == 1 / 501).all() and same.warning.str.contains("identical").all()
