@@ -61,6 +61,7 @@ class TextMetric:
     """One generation metric: per-example statistics and the corpus score from them."""
 
     name = ""
+    width: int | None = None  # numbers per example (None: GLEU's 1 + 10 per reference)
     additive = True  # the corpus score is a function of the summed statistics and the count
     needs_source = False
 
@@ -118,6 +119,7 @@ class Bleu(TextMetric):
     """sacrebleu's corpus BLEU with its defaults (13a, mixed case, exp smoothing); 0-100."""
 
     name = "bleu"
+    width = 10
 
     def example_stats(self, hypothesis, references, source=None):
         stats = _cached_sacrebleu("bleu")._extract_corpus_statistics(
@@ -149,6 +151,7 @@ class Chrf(TextMetric):
     """sacrebleu's corpus chrF with its defaults (6 character orders, no words, beta 2); 0-100."""
 
     name = "chrf"
+    width = 18
 
     def example_stats(self, hypothesis, references, source=None):
         stats = _cached_sacrebleu("chrf")._extract_corpus_statistics(
@@ -194,6 +197,7 @@ class RougeL(TextMetric):
     """rouge-score's ROUGE-L F (Porter stemmer, its default tokenizer), best reference; 0-100."""
 
     name = "rougeL"
+    width = 1
 
     def example_stats(self, hypothesis, references, source=None):
         return [float(_rouge_scorer().score_multi(list(references), hypothesis)["rougeL"].fmeasure)]
@@ -212,6 +216,7 @@ class ExactMatch(TextMetric):
     """Share of hypotheses equal to one of their references (strip()ped), in points."""
 
     name = "exact_match"
+    width = 1
 
     def example_stats(self, hypothesis, references, source=None):
         return [float(hypothesis.strip() in {r.strip() for r in references})]
@@ -374,9 +379,19 @@ def stats_matrix(stats) -> np.ndarray:
 
 
 def _check_width(m: TextMetric, stats: np.ndarray) -> None:
-    if m.additive and np.isnan(stats).any():
-        raise ValueError(f"{m.name}: statistics rows differ in length or hold NaN; every "
-                         f"example needs the same {stats.shape[-1]} numbers")
+    """Statistics that cannot be ``m``'s (another metric's, or a row cut short) are an error,
+    never a wrong score."""
+    k = stats.shape[-1]
+    if m.width is not None and (k != m.width or np.isnan(stats).any()):
+        raise ValueError(f"{m.name}: every example needs {m.width} statistics "
+                         f"(example_stats({m.name!r}, ...)); got rows of {k} numbers, or rows "
+                         "that differ in length or hold NaN")
+    if m.width is None:  # gleu: [n_refs, 10 per reference], rows padded with NaN
+        n_refs = stats[..., 0]
+        if (k - 1) % 10 or np.isnan(n_refs).any() or np.any(n_refs < 1) \
+                or np.any(1 + 10 * n_refs > k) or np.isnan(stats[..., :11]).any():
+            raise ValueError(f"{m.name}: every example needs [n_refs, then 10 numbers per "
+                             f"reference] (example_stats({m.name!r}, ...)); got rows of {k}")
 
 
 def corpus_score(metric: str, stats) -> float:

@@ -300,8 +300,12 @@ def test_registry_signatures_and_errors():
         tm.example_stats("gleu", "a", ["a"])
     with pytest.raises(ValueError, match="non-empty list"):
         tm.example_stats("bleu", "a", [])
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="bleu: every example needs 10 statistics"):
         tm.corpus_score("bleu", [[1.0] * 10, [1.0] * 9])
+    with pytest.raises(ValueError, match="chrf: every example needs 18 statistics.*rows of 10"):
+        tm.corpus_score("chrf", [[1.0] * 10])  # BLEU's statistics scored as chrF
+    with pytest.raises(ValueError, match=r"gleu: every example needs \[n_refs"):
+        tm.corpus_score("gleu", [[2.0] + [1.0] * 10])  # says 2 references, holds 1
     with pytest.raises(ValueError, match="same examples"):
         tm.paired_bootstrap([[1.0]] * 3, [[1.0]] * 4, "exact_match")
     # the store keeps a row as JSON text
