@@ -310,3 +310,25 @@ def test_registry_signatures_and_errors():
         tm.paired_bootstrap([[1.0]] * 3, [[1.0]] * 4, "exact_match")
     # the store keeps a row as JSON text
     assert tm.corpus_score("exact_match", ["[1.0]", "[0.0]"]) == 50.0
+
+
+E2E = JFLEG.parent / "e2e" / "testset_w_refs.csv"
+
+
+@pytest.mark.slow  # ~8 s: sacrebleu's PairedTest re-reads 4,693 references per metric
+@pytest.mark.skipif(not E2E.is_file(), reason="needs ../shared/data/e2e")
+def test_e2e_test_set_bleu_chrf_and_paired_bootstrap_equal_sacrebleu(monkeypatch):
+    """E2E's 630 test inputs with 1-14 references each; two systems made from the references."""
+    import pandas as pd
+
+    monkeypatch.setenv("SACREBLEU_SEED", "12345")
+    refs = [list(r) for r in pd.read_csv(E2E).groupby("mr", sort=False)["ref"].apply(list)]
+    assert len(refs) == 630 and sum(map(len, refs)) == 4693
+    rng = np.random.default_rng(0)
+    base = [" ".join(w for w in r[0].split() if rng.random() > 0.3) for r in refs]
+    other = [" ".join(w for w in r[-1].split() if rng.random() > 0.29) for r in refs]
+    for metric in ("bleu", "chrf"):
+        sb, so = stats_of(metric, base, refs), stats_of(metric, other, refs)
+        assert tm.corpus_score(metric, sb) == pytest.approx(SACRE[metric](base, refs), abs=1e-9, rel=0)
+        _, theirs = sacrebleu_paired("bs", metric, base, other, refs, 1000)
+        assert tm.paired_bootstrap(sb, so, metric).p_value == theirs.p_value
