@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._frames import check_runs, metric_map, ordered_groups, resolve_comparisons, warn
+from analysis._frames import check_runs, metric_map, ordered_groups, resolve_comparisons
 from analysis.audit import pair_runs
 from analysis.textmetrics import is_text_metric, paired_ar, paired_bootstrap, stats_matrix
 
@@ -121,8 +121,6 @@ def paired_run_tests(
         paired, _, _ = pair_runs(clean, pairs, on_mismatch=on_mismatch)
         allowed = set(map(tuple, paired[["task", "model", "masker", "baseline", "seed"]].values))
     gen = generation_tasks(predictions, metric_of)
-    if not gen:
-        warn("no generation task in the predictions: paired bootstrap/AR need one")
     rows = []
     order = clean if clean is not None else keys
     for task, model in ordered_groups(order, ["task", "model"]):

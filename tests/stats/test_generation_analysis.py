@@ -146,13 +146,26 @@ def test_paired_run_tests_equal_sacrebleu_per_seed(monkeypatch):
     assert len(ar) == 4 and ar.method.iloc[0] == "paired approximate randomization"
 
 
-def test_analyze_end_to_end_without_label_columns():
+def test_analyze_end_to_end_without_label_columns(tmp_path):
+    from analysis.pipeline import write_result
+
     runs, preds, _, _ = gen_study()
     result = analyze(runs, preds, baseline="none", n_boot=200)
     assert result.multibootstrap.metric.iloc[0] == "bleu"
     assert result.multibootstrap.estimate.iloc[0] == pytest.approx(
         result.comparisons.estimate.iloc[0], abs=1e-9)
     assert result.collapsed.empty
+    paired = result.tables()["paired_runs"]  # per seed: sacrebleu's paired bootstrap
+    assert list(paired.seed) == [0, 1, 2, 3] and paired.method.eq("paired bootstrap").all()
+    assert paired.estimate.mean() == pytest.approx(result.comparisons.estimate.iloc[0], abs=1e-12)
+    files = write_result(result, tmp_path, figures=False)
+    assert {"paired_runs.csv", "paired_runs.md", "paired_runs.tex"} <= set(files)
+    assert "Treatment (pts)" in (tmp_path / "paired_runs.tex").read_text()
+
+
+def test_classification_analysis_has_no_paired_runs_table():
+    runs, preds = small_study()
+    assert "paired_runs" not in analyze(runs, preds, baseline="none", n_boot=100).tables()
 
 
 def test_bad_generation_frames_name_the_run_and_the_fix():
