@@ -163,6 +163,20 @@ def test_analyze_end_to_end_without_label_columns(tmp_path):
     assert "Treatment (pts)" in (tmp_path / "paired_runs.tex").read_text()
 
 
+def test_generation_rows_never_count_as_single_class_runs():
+    """Whatever the store puts in label/prediction for a text row (NULL, or a placeholder such
+    as -1), a generation run is not a classifier that collapsed to one class."""
+    from analysis.collapse import single_class_runs
+
+    runs, preds, _, _ = gen_study()
+    c_runs, c_preds = small_study()
+    collapsed = single_class_runs(c_preds.assign(prediction=0))
+    assert len(collapsed) == len(c_runs)  # the check itself still fires on classification rows
+    for placeholder in (np.nan, -1):
+        both = pd.concat([c_preds, preds.assign(label=placeholder, prediction=placeholder)])
+        assert single_class_runs(both).empty
+
+
 def test_classification_analysis_has_no_paired_runs_table():
     runs, preds = small_study()
     assert "paired_runs" not in analyze(runs, preds, baseline="none", n_boot=100).tables()
