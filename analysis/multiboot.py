@@ -27,6 +27,8 @@ metric: predictions carry per-example ``stats`` instead of label and prediction
 corpus metric from the drawn rows' statistics (BLEU from summed n-gram counts, one product per
 chunk of draws, as for confusion matrices); the example draws are the same streams as for
 classification. Scores in metric units (BLEU 0.1893), as the runs' values of those tasks.
+``n_jobs`` does not apply there (BLAS products do the work); GLEU, which is not a sum over
+examples, costs about 500 corpus evaluations per resample.
 
 Token classification: predictions are stored per scored word with ``example_id =
 "<sentence id>:<word index>"`` (every id of a task in that form). The resampled unit is then

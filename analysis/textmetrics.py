@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -229,9 +230,7 @@ class ExactMatch(TextMetric):
         return f"{refs}type:exact_match|strip:yes|case:mixed|multiref:any|score:100*mean"
 
 
-def _ngram_counts(tokens: list[str], n: int) -> dict:
-    from collections import Counter
-
+def _ngram_counts(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) + 1 - n))
 
 
@@ -269,16 +268,19 @@ class Gleu(TextMetric):
     def example_stats(self, hypothesis, references, source=None):
         if source is None:
             raise ValueError("gleu needs the source sentence: example_stats(..., source=...)")
-        h, s = hypothesis.split(), source.split()
-        out = [float(len(references))]
+        h = hypothesis.split()
+        orders = range(1, GLEU_ORDER + 1)
+        h_ng = [_ngram_counts(h, n) for n in orders]
+        s_ng = [_ngram_counts(source.split(), n) for n in orders]
+        out = [len(references)]
         for ref in references:
             r = ref.split()
             out += [len(h), len(r)]
-            for n in range(1, GLEU_ORDER + 1):
-                h_ng, s_ng, r_ng = _ngram_counts(h, n), _ngram_counts(s, n), _ngram_counts(r, n)
-                s_not_r = {g: c for g, c in s_ng.items() if g not in r_ng}
-                matched = sum(min(c, r_ng[g]) for g, c in h_ng.items() if g in r_ng)
-                penalised = sum(min(c, s_not_r[g]) for g, c in h_ng.items() if g in s_not_r)
+            for n, hn, sn in zip(orders, h_ng, s_ng, strict=True):
+                rn = _ngram_counts(r, n)
+                # the scorer's |h & r| - |h & (s n-grams the reference dropped)|, floored at 0
+                matched = sum(min(c, rn[g]) for g, c in hn.items() if g in rn)
+                penalised = sum(min(c, sn[g]) for g, c in hn.items() if g in sn and g not in rn)
                 out += [max(matched - penalised, 0), max(len(h) + 1 - n, 0)]
         return [float(x) for x in out]
 
@@ -301,10 +303,10 @@ class Gleu(TextMetric):
 
     def _iteration_scores(self, per_ref: np.ndarray, n_refs: np.ndarray) -> np.ndarray:
         """Mean over iterations of GLEU for runs ``per_ref`` (R, n, M, 10) in corpus order. (R,)"""
-        choice = self._choice(n_refs)  # (ITER, n, M)
-        r, n, m, _ = per_ref.shape
-        flat = per_ref[:, :, : choice.shape[2]].transpose(1, 2, 0, 3).reshape(n * choice.shape[2], r * 10)
-        sums = (choice.reshape(GLEU_ITERATIONS, -1) @ flat).reshape(GLEU_ITERATIONS, r, 10)
+        choice = self._choice(n_refs)  # (ITER, n, m); m <= M, the padded width
+        runs, n, m = per_ref.shape[0], per_ref.shape[1], choice.shape[2]
+        flat = per_ref[:, :, :m].transpose(1, 2, 0, 3).reshape(n * m, runs * 10)
+        sums = (choice.reshape(GLEU_ITERATIONS, n * m) @ flat).reshape(GLEU_ITERATIONS, runs, 10)
         return 100.0 * _gleu_from_sums(sums).mean(axis=0)
 
     def scores(self, stats, draws):
