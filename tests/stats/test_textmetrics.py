@@ -79,6 +79,8 @@ def test_corpus_score_edge_cases_equal_sacrebleu(metric):
         (["x y z w v"], [["a b c d e"]]),                 # no match at all
         (["the cat sat on the mat"], [["the cat sat on the mat"]]),  # perfect
         (["the cat sat"], [["dog", "the cat sat on a mat today"]]),  # closest ref length
+        (["the cat ran home fast"], [["the cat sat on a mat"]]),  # 3-, 4-grams: no match, smoothed
+        (["the cat ran home fast", "a dog"], [["the cat sat on a mat"], ["a dog barks"]]),
     ]
     for hyps, refs in cases:
         assert tm.corpus_score(metric, stats_of(metric, hyps, refs)) == pytest.approx(
