@@ -163,18 +163,24 @@ def test_analyze_end_to_end_without_label_columns(tmp_path):
     assert "Treatment (pts)" in (tmp_path / "paired_runs.tex").read_text()
 
 
-def test_generation_rows_never_count_as_single_class_runs():
+@pytest.mark.filterwarnings("ignore:typhoon vs none not compared on e2e")  # by design here
+def test_generation_rows_are_not_judged_as_classifier_predictions():
     """Whatever the store puts in label/prediction for a text row (NULL, or a placeholder such
-    as -1), a generation run is not a classifier that collapsed to one class."""
-    from analysis.collapse import single_class_runs
-
+    as -1), analyze() does not judge a generation run as a classifier (one predicted class,
+    or majority-level accuracy): its outputs here vary, so nothing collapsed."""
     runs, preds, _, _ = gen_study()
     c_runs, c_preds = small_study()
-    collapsed = single_class_runs(c_preds.assign(prediction=0))
-    assert len(collapsed) == len(c_runs)  # the check itself still fires on classification rows
+    c_runs = c_runs[c_runs.task == "mrpc"]
+    c_preds = c_preds[c_preds.task == "mrpc"]
+    flat = c_preds.assign(prediction=0)  # the check still fires on classification rows
+    assert len(analyze(c_runs, flat, baseline="none", n_boot=50).collapsed) == len(c_runs)
     for placeholder in (np.nan, -1):
-        both = pd.concat([c_preds, preds.assign(label=placeholder, prediction=placeholder)])
-        assert single_class_runs(both).empty
+        both = pd.concat([c_preds, preds.assign(label=placeholder, prediction=placeholder)],
+                         ignore_index=True)
+        result = analyze(pd.concat([c_runs, runs], ignore_index=True), both, baseline="none",
+                         n_boot=50)
+        assert "e2e" not in set(result.collapsed.get("task", []))
+        assert "e2e" in set(result.multibootstrap.task)
 
 
 def test_classification_analysis_has_no_paired_runs_table():
