@@ -248,6 +248,18 @@ def _gleu_reference_draws(n_refs: tuple) -> np.ndarray:
     return out
 
 
+def _exact_dtype(counts: np.ndarray, n: int):
+    """float32 when sums of ``n`` of these integer counts stay below 2^24, where float32
+    integer arithmetic is exact (twice the speed of float64 products); else float64."""
+    return np.float32 if float(np.max(counts, initial=0.0)) * n < 2**24 else np.float64
+
+
+@functools.lru_cache(maxsize=2)
+def _gleu_choice_all(n: int, m: int) -> np.ndarray:
+    """One-hot (ITER, n, m) of the choices for n sentences with m references each."""
+    return (_gleu_reference_draws(("all", n, m))[..., None] == np.arange(m)).astype(float)
+
+
 def _gleu_from_sums(s: np.ndarray) -> np.ndarray:
     """The scorer's ``GLEU.gleu`` of summed statistics (..., 10): 0 if any is 0."""
     c, r = s[..., 0], s[..., 1]
@@ -293,27 +305,45 @@ class Gleu(TextMetric):
 
     @staticmethod
     def _choice(n_refs: np.ndarray) -> np.ndarray:
-        """One-hot reference choices (ITER, n, M) for sentences with ``n_refs`` (n,) references."""
+        """One-hot reference choices (ITER, n, m) for sentences with ``n_refs`` (n,) references."""
         if np.any(n_refs < 1):
             raise ValueError("gleu statistics: every example needs at least one reference")
         m = int(n_refs.max())
-        key = ("all", len(n_refs), m) if np.all(n_refs == m) else tuple(int(x) for x in n_refs)
-        draws = _gleu_reference_draws(key)
+        if np.all(n_refs == m):  # the usual case: one matrix for every resample of the corpus
+            return _gleu_choice_all(len(n_refs), m)
+        draws = _gleu_reference_draws(tuple(int(x) for x in n_refs))
         return (draws[..., None] == np.arange(m)).astype(float)
 
-    def _iteration_scores(self, per_ref: np.ndarray, n_refs: np.ndarray) -> np.ndarray:
-        """Mean over iterations of GLEU for runs ``per_ref`` (R, n, M, 10) in corpus order. (R,)"""
-        choice = self._choice(n_refs)  # (ITER, n, m); m <= M, the padded width
-        runs, n, m = per_ref.shape[0], per_ref.shape[1], choice.shape[2]
-        flat = per_ref[:, :, :m].transpose(1, 2, 0, 3).reshape(n * m, runs * 10)
-        sums = (choice.reshape(GLEU_ITERATIONS, n * m) @ flat).reshape(GLEU_ITERATIONS, runs, 10)
+    @staticmethod
+    def _iteration_means(choice: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+        """Mean over iterations of GLEU: ``choice`` (ITER, n, m), ``drawn`` (R, c, n, m, 10) the
+        statistics of c resamples of R runs, rows in corpus order. Returns (c, R)."""
+        runs, c, n, m = drawn.shape[:4]
+        dtype = _exact_dtype(drawn, n)
+        flat = drawn.transpose(2, 3, 1, 0, 4).reshape(n * m, c * runs * 10).astype(dtype)
+        sums = choice.reshape(GLEU_ITERATIONS, n * m).astype(dtype, copy=False) @ flat
+        sums = sums.astype(float).reshape(GLEU_ITERATIONS, c, runs, 10)
         return 100.0 * _gleu_from_sums(sums).mean(axis=0)
 
     def scores(self, stats, draws):
         n_refs, per_ref = self._layout(stats)  # (R, N), (R, N, M, 10)
         if np.any(n_refs != n_refs[:1]):
             raise ValueError("gleu: runs disagree on the number of references of some example")
-        return np.stack([self._iteration_scores(per_ref[:, d], n_refs[0, d]) for d in draws])
+        n_refs, (runs, n) = n_refs[0], (per_ref.shape[0], draws.shape[1])
+        m = int(n_refs.max())
+        if np.all(n_refs == m):
+            # Every resample then makes the same choices by position: one product
+            # (ITER, n m) @ (n m, resamples x runs x 10) per chunk of resamples.
+            choice = self._choice(np.full(n, m))
+            chunk = max(1, int(2e6 // (n * m * runs * 10)))
+            return np.concatenate([self._iteration_means(choice, per_ref[:, d, :m])
+                                   for d in np.array_split(draws, range(chunk, len(draws), chunk))])
+        # different reference counts: each resample draws its own choices
+        out = []
+        for d in draws:
+            choice = self._choice(n_refs[d])
+            out.append(self._iteration_means(choice, per_ref[:, d[None], : choice.shape[2]])[0])
+        return np.stack(out)
 
     def mixture_scores(self, first, second, take_first):
         # The rows keep their positions, so the reference choices are fixed: an iteration's sum
@@ -326,10 +356,12 @@ class Gleu(TextMetric):
         m = choice.shape[2]
         base = np.einsum("jpr,prk->jk", choice, b[:, :m])  # (ITER, 10)
         delta = np.einsum("jpr,prk->pjk", choice, (a - b)[:, :m]).reshape(len(n_refs), -1)
+        dtype = _exact_dtype(np.abs(delta), len(n_refs))
+        delta = delta.astype(dtype)
         out = []
         for start in range(0, len(take_first), CHUNK):
-            sel = take_first[start:start + CHUNK].astype(float)
-            sums = base[None] + (sel @ delta).reshape(len(sel), GLEU_ITERATIONS, 10)
+            sel = take_first[start:start + CHUNK].astype(dtype)
+            sums = base[None] + (sel @ delta).astype(float).reshape(len(sel), GLEU_ITERATIONS, 10)
             out.append(100.0 * _gleu_from_sums(sums).mean(axis=1))
         return np.concatenate(out)
 
