@@ -17,8 +17,14 @@ def single_class_runs(preds: pd.DataFrame) -> pd.DataFrame:
     ``preds``: the predictions frame (task, model, masker, seed, prediction, ...), one row per
     run × eval example. Returns one row per collapsed run with the class it always predicted.
     """
-    if preds.empty:
+    if preds.empty or "prediction" not in preds.columns:
         return pd.DataFrame(columns=["task", "model", "masker", "seed", "predicted_class"])
+    # Generation runs' rows carry text and stats, not a class (whatever placeholder the
+    # store's label/prediction columns hold for them): their collapse is not a class count.
+    text_rows = preds["prediction"].isna()
+    if "stats" in preds.columns:
+        text_rows |= preds["stats"].notna()
+    preds = preds[~text_rows]
     per_run = preds.groupby(["task", "model", "masker", "seed"])["prediction"].agg(["nunique", "first"])
     one = per_run[per_run["nunique"] == 1].reset_index()
     return one.rename(columns={"first": "predicted_class"})[["task", "model", "masker", "seed", "predicted_class"]]
