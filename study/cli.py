@@ -1,4 +1,4 @@
-"""The ``study`` command: validate, plan, pilot, run, status, analyze, report, export.
+"""The ``study`` command: validate, plan, pilot, run, status, analyze, report, export, publish.
 
 Exit codes: 0 success, 1 some runs failed, 2 bad input (the message names the file, the key
 and the fix, and nothing is written), 3 another driver holds the store, 130 interrupted.
@@ -146,19 +146,25 @@ def _analysis_inputs(p):
     return runs, preds
 
 
-def cmd_analyze(args) -> int:
+def _analysis_result(p):
+    """The study's ``AnalysisResult`` from its store (what analyze and publish write)."""
     import warnings
 
     from analysis import AnalysisWarning, analyze
+
+    runs, preds = _analysis_inputs(p)
+    with warnings.catch_warnings():  # result.text() prints them, once, as the report does
+        warnings.simplefilter("ignore", AnalysisWarning)
+        return analyze(runs, preds, **p.analysis_options())
+
+
+def cmd_analyze(args) -> int:
     from analysis.pipeline import write_result
     from analysis.tables import MD_COLUMNS, to_markdown
 
     p = _load(args.protocol)
     out = _writable_output(p, _report_dir(p, args.out), "--out" if args.out else "output folder")
-    runs, preds = _analysis_inputs(p)
-    with warnings.catch_warnings():  # result.text() prints them, once, as the report does
-        warnings.simplefilter("ignore", AnalysisWarning)
-        result = analyze(runs, preds, **p.analysis_options())
+    result = _analysis_result(p)
     write_result(result, out)
     # The terminal shows what summary.txt and the report show, rendered from the result.
     first, table = next(iter(result.tables().items()))
@@ -187,6 +193,29 @@ def cmd_export(args) -> int:
         files = store.export(out, args.format)
     for f in files:
         print(f)
+    return EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    from study.publish import check_destination, default_folder, publish, unfinished_problem
+
+    p = _load(args.protocol)
+    flag = "--out" if args.out else "output folder"
+    out = _writable_output(p, Path(args.out) if args.out else default_folder(p), flag)
+    check_destination(p, out, flag)
+    specs = _grid(p)
+    with _open_store(p, must_exist=True) as store:
+        problem = unfinished_problem(p, specs, store)
+    if problem:
+        raise UserError(f"{p.source}: {problem}. Nothing was published.")
+    manifest = publish(p, specs, out, _analysis_result(p))
+    for name, size in manifest["files"].items():
+        print(f"{out / name}  ({size:,} bytes)")
+    pred = manifest["predictions"]
+    if not pred["included"]:
+        print(f"per-example predictions left out: {pred['gzip_bytes']:,} bytes gzipped, over the "
+              f"{pred['limit_bytes']:,}-byte limit (`study export {p.source}` writes them)", file=sys.stderr)
+    print(f"published {p.name}: {manifest['runs_published']} runs to {out}/", file=sys.stderr)
     return EXIT_OK
 
 
@@ -236,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "parquet"], default="csv")
     e.add_argument("--out", help="output folder (default reports/<name>/export/)")
     e.set_defaults(fn=cmd_export)
+    pu = sub.add_parser("publish", help="write a finished study's tables, report and runs table to results/<name>/")
+    pu.add_argument("protocol")
+    pu.add_argument("--out", help="output folder (default results/<name>/; an earlier publication there is replaced)")
+    pu.set_defaults(fn=cmd_publish)
     return parser
 
 

@@ -74,6 +74,7 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
 """
 
+EXPORT_TABLES = ("runs", "metrics", "predictions", "events")
 RUN_COLUMNS = ["study", "run_id", "task", "model", "masker", "masker_kind", "seed", "status", "metric",
                "value", "accuracy", "data_order_fp", "head_init_fp", "data_fp", "realised_mask_rate",
                "wall_time_s", "train_examples_per_s", "attempts"]
@@ -345,18 +346,35 @@ class Store:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 
     # -- export ----------------------------------------------------------------------------
-    def export(self, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
-        """Write every table to ``out_dir`` as CSV or parquet; returns the files written."""
+    def export(self, out_dir: str | Path, fmt: str = "csv", specs: Iterable[RunSpec] | None = None,
+               tables: Iterable[str] = EXPORT_TABLES, compress: bool = False) -> list[Path]:
+        """Write every table to ``out_dir`` as CSV or parquet; returns the files written.
+
+        With ``specs`` (a protocol's grid), only that grid's runs and their rows, labelled by the
+        specs as :meth:`load_runs` labels them (a masker renamed in the protocol is published
+        under its new name); driver events, which belong to no run, are left out. ``compress``
+        gzips CSV files (``<table>.csv.gz``, no timestamp inside: the same rows give the same bytes).
+        """
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; use csv or parquet")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        labels = None if specs is None else pd.DataFrame([
+            {"run_id": s.run_id, "study": s.study, "task": s.task["name"], "model": s.model["name"],
+             "masker": s.masker["name"], "masker_kind": s.masker["kind"], "seed": s.seed} for s in specs])
         written = []
-        for table in ("runs", "metrics", "predictions", "events"):
+        for table in tables:
             df = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
+            if labels is not None:
+                df = df[df["run_id"].isin(set(labels["run_id"]))]
+                if table == "runs":  # the specs' labels, in the table's own columns
+                    by_id = labels.set_index("run_id")
+                    df = df.assign(**{c: df["run_id"].map(by_id[c]) for c in by_id.columns})
             path = out_dir / f"{table}.{fmt}"
             if fmt == "csv":
-                df.to_csv(path, index=False)
+                if compress:
+                    path = path.with_name(path.name + ".gz")
+                df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0} if compress else None)
             else:
                 df.to_parquet(path, index=False)
             written.append(path)

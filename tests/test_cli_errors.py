@@ -29,7 +29,7 @@ from study.spec import expand
 from study.store import Store
 from study.storecheck import SCHEMA_VERSION
 
-COMMANDS = ["validate", "plan", "status", "run", "analyze", "report", "export"]
+COMMANDS = ["validate", "plan", "status", "run", "analyze", "report", "export", "publish"]
 
 
 def _store_protocol(tmp: Path, store: str | Path, **overrides) -> Path:
@@ -124,6 +124,7 @@ def out_under_a_file(tmp):
 
 def default_out_under_a_file(tmp):
     (tmp / "reports").write_text("a file where the default reports/<name>/ folder would go")
+    (tmp / "results").write_text("a file where publish's default results/<name>/ folder would go")
     return _store_protocol(tmp, tmp / "store.sqlite"), [], "is a file, not a folder"
 
 
@@ -131,7 +132,7 @@ SITUATIONS = [protocol_is_folder, protocol_is_dangling_link, protocol_is_fifo, p
               protocol_is_a_list, protocol_is_bad_yaml, store_under_a_file, store_in_proc, store_is_a_folder,
               store_is_text, store_is_another_programs_database, store_is_damaged, store_of_another_study,
               store_of_a_newer_schema, out_under_a_file, default_out_under_a_file]
-OUT_COMMANDS = ["analyze", "report", "export"]  # the commands that write tables or files
+OUT_COMMANDS = ["analyze", "report", "export", "publish"]  # the commands that write tables or files
 OUT_SITUATIONS = (out_under_a_file, default_out_under_a_file)
 CASES = [(c, s) for s in SITUATIONS for c in (OUT_COMMANDS if s in OUT_SITUATIONS else COMMANDS)]
 
