@@ -1,6 +1,7 @@
 # One command each for the two things a new user does (see README "Quick start").
 #   make demo   set up, run the offline demo study, write its tables and PDF report
 #   make test   set up, run the test suite
+#   make results  run (resuming) and publish every replication twin to results/, then check it
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 EXTRAS ?= test,ray,slurm,parquet
 
-.PHONY: setup demo example test lint clean-demo gpu-bundle
+.PHONY: setup demo example test lint results clean-demo gpu-bundle
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,19 @@ example: setup
 	$(BIN)/study run examples/span-masking.yaml
 	$(BIN)/study analyze examples/span-masking.yaml
 	$(BIN)/study report examples/span-masking.yaml
+
+# The published replications (README "Results"): each offline twin is run to completion (a
+# finished run is never redone, so this resumes an interrupted study and trains nothing once
+# all are done), published to results/<name>/ and checked against its runs table.
+# One study: make results RESULTS_PROTOCOLS=protocols/tlm-offline.yaml
+RESULTS_PROTOCOLS ?= $(wildcard protocols/*-offline.yaml)
+results: setup
+	@set -e; for p in $(RESULTS_PROTOCOLS); do \
+	  $(BIN)/study validate $$p; \
+	  $(BIN)/study run $$p; \
+	  $(BIN)/study publish $$p; \
+	done
+	$(BIN)/python -m pytest -q tests/test_published_results.py::test_published_comparisons_match_their_runs_table
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
