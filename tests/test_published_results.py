@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ import pandas as pd
 import pytest
 from protocoltools import ROOT, TINY, study_cli, tiny_protocol_dict, write_protocol
 from scipy import stats
+
+from study.cli import main
 
 RESULTS = ROOT / "results"
 # Relative tolerance for recomputed numbers: the CSVs keep full precision, and a sum taken in
@@ -153,10 +156,25 @@ def snapshot(folder: Path) -> dict[str, tuple]:
     return out
 
 
+def cli_in_process(*args, cwd: Path) -> tuple[int, str]:
+    """``study ARGS`` through ``study.cli.main`` in this process, in ``cwd`` (faster than a fresh
+    interpreter; tests/test_cli_errors.py runs publish in a subprocess too): the exit code and
+    what it printed."""
+    err, out = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = main(list(map(str, args)))
+    finally:
+        os.chdir(here)
+    return code, out.getvalue() + err.getvalue()
+
+
 def test_publish_writes_the_tables_report_and_runs_table(published):
     tmp, protocol, folder = published
-    analyzed = study_cli("analyze", protocol, "--out", tmp / "analyzed", cwd=tmp)
-    assert analyzed.returncode == 0, analyzed.stderr[-2000:]
+    code, text = cli_in_process("analyze", protocol, "--out", tmp / "analyzed", cwd=tmp)
+    assert code == 0, text[-2000:]
     tables = {p.name for p in (tmp / "analyzed").iterdir() if p.suffix in (".md", ".csv")}
     assert {"comparisons.csv", "comparisons.md", "cells.csv", "bayes.csv"} <= tables
     assert {p.name for p in folder.iterdir()} == tables | {
@@ -166,8 +184,8 @@ def test_publish_writes_the_tables_report_and_runs_table(published):
     assert (folder / "report.pdf").read_bytes().startswith(b"%PDF")
     assert [p.name for p in folder.parent.iterdir()] == ["tiny"]  # no building or replaced folder left
 
-    exported = study_cli("export", protocol, "--out", tmp / "export", cwd=tmp)
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    code, text = cli_in_process("export", protocol, "--out", tmp / "export", cwd=tmp)
+    assert code == 0, text[-2000:]
     assert (folder / "runs.csv").read_bytes() == (tmp / "export" / "runs.csv").read_bytes()
     with gzip.open(folder / "predictions.csv.gz", "rb") as f:
         assert f.read() == (tmp / "export" / "predictions.csv").read_bytes()
@@ -250,9 +268,9 @@ def test_a_folder_without_the_tables_fails_the_check(tmp_path):
 # `study publish` refuses what it cannot publish whole: exit 2, the problem and the fix, nothing
 # written (the earlier publication stays as it was).
 
-def _refused(out, *expected) -> None:
-    text = out.stdout + out.stderr
-    assert out.returncode == 2, text
+def _refused(result: tuple[int, str], *expected) -> None:
+    code, text = result
+    assert code == 2, text
     assert "Traceback" not in text and text.startswith("error: ") and "Fix:" in text, text
     for e in expected:
         assert e in text, text
@@ -263,7 +281,7 @@ def test_publish_refuses_an_unfinished_study(published):
     more_seeds = write_protocol(tmp, tiny_protocol_dict(store="runs/tiny.sqlite", **TINY_LEARNING,
                                                         seeds=[0, 1, 2, 3]), "more-seeds.yaml")
     before = snapshot(tmp)
-    _refused(study_cli("publish", more_seeds, cwd=tmp), "more-seeds.yaml", "not finished: 2 of 8 runs not done (2 pending)",
+    _refused(cli_in_process("publish", more_seeds, cwd=tmp), "more-seeds.yaml", "not finished: 2 of 8 runs not done (2 pending)",
              "study run")
     assert snapshot(tmp) == before
 
@@ -278,14 +296,37 @@ def test_publish_refuses_failed_runs_and_names_retry(published):
         con.commit()
     path = write_protocol(other, tiny_protocol_dict(store="tiny.sqlite", **TINY_LEARNING))
     before = snapshot(other)
-    _refused(study_cli("publish", path, cwd=other), "1 of 6 runs not done (1 failed)", "--retry-failed")
+    _refused(cli_in_process("publish", path, cwd=other), "1 of 6 runs not done (1 failed)", "--retry-failed")
     assert snapshot(other) == before
+
+
+def test_publish_accepts_runs_a_sequential_design_stopped(published):
+    """Runs a sequential design will never start do not hold publication back. A copy of the
+    store whose treatment runs beat their baseline by 20 points (+ a spread) on every seed, with
+    a fourth seed planned after a first look at three: the comparison decides at the first look."""
+    tmp, _, _ = published
+    folder = tmp / "sequential"
+    folder.mkdir()
+    shutil.copy(tmp / "runs" / "tiny.sqlite", folder / "tiny.sqlite")
+    with contextlib.closing(sqlite3.connect(folder / "tiny.sqlite")) as con:
+        con.execute("UPDATE runs SET value = 0.2 + 0.001 * seed * seed + (SELECT b.value FROM runs b "
+                    "WHERE b.masker = 'none' AND b.seed = runs.seed) WHERE masker != 'none'")
+        con.commit()
+    path = write_protocol(folder, tiny_protocol_dict(store="tiny.sqlite", **TINY_LEARNING, seeds=[0, 1, 2, 3],
+                                                     sequential={"looks": [3, 4]}))
+    code, text = cli_in_process("status", path, cwd=folder)
+    assert code == 0 and "2 stopped early by the sequential design" in text, text
+    code, text = cli_in_process("publish", path, cwd=folder)
+    assert code == 0, text[-2000:]
+    manifest = json.loads((folder / "results" / "tiny" / "published.json").read_text())
+    assert (manifest["runs_in_grid"], manifest["runs_published"]) == (8, 6)
+    assert check_study(folder / "results" / "tiny") == (1, [])
 
 
 def test_publish_refuses_a_missing_store(tmp_path):
     path = write_protocol(tmp_path, tiny_protocol_dict(store="runs/none.sqlite"))
     before = snapshot(tmp_path)
-    _refused(study_cli("publish", path, cwd=tmp_path), "no results store", "study run")
+    _refused(cli_in_process("publish", path, cwd=tmp_path), "no results store", "study run")
     assert snapshot(tmp_path) == before
 
 
@@ -295,7 +336,7 @@ def test_publish_never_replaces_a_folder_it_did_not_write(published):
     mine.mkdir(exist_ok=True)
     (mine / "draft.txt").write_text("someone's work")
     before = snapshot(tmp)
-    _refused(study_cli("publish", protocol, "--out", mine, cwd=tmp), "not a published study", "new folder")
+    _refused(cli_in_process("publish", protocol, "--out", mine, cwd=tmp), "not a published study", "new folder")
     assert snapshot(tmp) == before
 
 
@@ -303,8 +344,8 @@ def test_publishing_again_replaces_the_earlier_publication(published):
     tmp, protocol, folder = published
     tables = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".csv", ".md", ".gz", ".json")}
     (folder / "stale.md").write_text("left from an earlier publication")
-    out = study_cli("publish", protocol, cwd=tmp)
-    assert out.returncode == 0, out.stderr[-2000:]
+    code, text = cli_in_process("publish", protocol, cwd=tmp)
+    assert code == 0, text[-2000:]
     assert not (folder / "stale.md").exists()
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".csv", ".md", ".gz", ".json")} == tables
     assert [p.name for p in folder.parent.iterdir()] == ["tiny"]
