@@ -87,6 +87,7 @@ COMMANDS = {
     "analyze": lambda p, out: ["analyze", p, "--out", out / "analysis"],
     "report": lambda p, out: ["report", p, "--out", out / "report.pdf"],
     "export": lambda p, out: ["export", p, "--out", out / "export"],
+    "publish": lambda p, out: ["publish", p, "--out", out / "published"],
 }
 
 
