@@ -23,6 +23,9 @@ SHARE_COLUMNS = {
     "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
     "share_win_mismatched", "share_win_opposite", "share", "power_at_n", "target_power",
 }
+# Posterior probabilities (analysis/bayes.py): named p_* like the p-values but not p-values,
+# so never shown as "< 0.001"; a probability near 1 is as telling as one near 0.
+PROBABILITY_COLUMNS = {"p_better", "p_rope", "p_worse"}
 # Interval columns shown as one "[low, high]" cell under one header.
 INTERVALS = {"ci_low": ("ci_high", "CI"), "boot_low": ("boot_high", "BCa CI"),
              "pi_low": ("pi_high", "PI")}
@@ -48,7 +51,7 @@ HEADERS = {
     "sum_sq": "Sum of squares", "mean_sq": "Mean square", "share": "Share", "mean": "Mean (pts)", "min": "Min (pts)",
     "max": "Max (pts)", "seed": "Seed", "status": "Status", "detail": "Detail",
     "predicted_class": "Predicted class", "n_boot": "Resamples",
-    "n_cells": "Cells", "p_val": "p", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
+    "n_cells": "Cells", "p_hksj": "p (HKSJ)", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
     "rope": "ROPE ± (pts)", "p_better": "P(better)", "p_rope": "P(in ROPE)",
     "p_worse": "P(worse)", "degenerate": "Degenerate",
 }
@@ -68,13 +71,27 @@ def fmt_points(x, digits: int = 2) -> str:
     return f"{x * 100:.{digits}f}".replace("-", "−")
 
 
+def is_p_value(col: str) -> bool:
+    """A p-value column (``p_*`` but not a posterior probability)."""
+    return col.startswith("p_") and col not in PROBABILITY_COLUMNS
+
+
+def fmt_probability(p) -> str:
+    """A posterior probability: three decimals, 0 and 1 included (never ``< 0.001``)."""
+    if p is None or p is pd.NA or not np.isfinite(p):
+        return "–"
+    return f"{p:.3f}"
+
+
 def fmt_value(col: str, value) -> str:
     """One cell of column ``col`` as display text."""
     if value is None or value is pd.NA:
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if col.startswith("p_"):
+    if col in PROBABILITY_COLUMNS:
+        return fmt_probability(value)
+    if is_p_value(col):
         return fmt_p(value)
     if isinstance(value, (float, np.floating)):
         if math.isnan(value):

@@ -223,8 +223,13 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     for a in across.to_dict("records"):
         cells = comparisons[(comparisons["treatment"] == a["treatment"])
                             & (comparisons["baseline"] == a["baseline"])]
+        metric = a.get("metric")
+        of = ""
+        if isinstance(metric, str) and metric and "metric" in cells:  # pooled within a metric
+            cells = cells[cells["metric"] == metric]
+            of = f", {metric}" if comparisons["metric"].nunique() > 1 else ""
         rows += [(f"{r['task']}/{r['model']}", "cell", r) for r in cells.to_dict("records")]
-        rows.append((f"{a['treatment']} vs {a['baseline']}: pooled ({int(a['n_cells'])} cells)",
+        rows.append((f"{a['treatment']} vs {a['baseline']}: pooled ({int(a['n_cells'])} cells{of})",
                      "pooled", a))
     per_row, font = _row_layout(len(rows))
     fig, ax = _axes(ax, (7.5, 1.4 + per_row * max(len(rows), 1)))
@@ -259,7 +264,8 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     right.set_yticks(y, texts, fontsize=font, family="monospace")
     right.tick_params(axis="y", length=0)
     level = float(across["level"].iloc[0]) if len(across) else 0.95
-    method = str(across["method"].iloc[0]).upper().replace("+", ", ") if len(across) else ""
+    method = (str(across["method"].iloc[0]).upper().replace("+", ", ").replace("MHKSJ", "modified HKSJ")
+              if len(across) else "")
     ax.set_xlabel(f"treatment − baseline (points); squares: cells with {level:.0%} t-CI; "
                   f"diamond: pooled {level:.0%} CI ({method}); red bar: prediction interval",
                   fontsize=font)

@@ -13,7 +13,7 @@ import pandas as pd
 from analysis import caveats
 from analysis._frames import AnalysisWarning, check_runs, resolve_comparisons
 from analysis.across import COLUMNS as ACROSS_COLUMNS
-from analysis.across import across_cells
+from analysis.across import across_cells, metric_of_tasks
 from analysis.audit import pair_runs
 from analysis.bayes import COLUMNS as BAYES_COLUMNS
 from analysis.bayes import bayes_paired
@@ -196,10 +196,10 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         power=power_table(table, effects=effects, alpha=alpha),
         disagreement=disagreement,
         variance=variance_decomposition(clean),
-        audit=audit.rename(columns={"masker": "treatment"}),
+        audit=audit,
         multibootstrap=mb,
         cells=cell_table(clean),
-        summary=summary_sentence(table, alpha) + across_sentence(across, bayes),
+        summary=summary_sentence(table, alpha) + across_sentence(across, bayes, table),
         runs=clean,
         pairs=pairs,
         alpha=alpha,
@@ -216,23 +216,33 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
 
 
 def across_and_bayes(runs, pairs, table, alpha, margin, seed, on_mismatch):
-    """The across-cell table (REML tau2, HKSJ interval at level 1 - alpha) for comparisons
-    made in at least 2 cells, and the Bayesian table with rope = ``margin``.
+    """The across-cell table (REML tau2, modified HKSJ interval at level 1 - alpha) for
+    comparisons made in at least 2 cells of one metric, and the Bayesian table with rope =
+    ``margin``.
 
+    Cells are pooled only within a metric (one across row per comparison and metric).
     Without a margin the rope is 0: P(better) + P(worse) = 1 and ``p_rope`` is 0, which
     says "no margin declared", not "never equivalent" (the summary words it so). Across-scope
     Bayesian rows are kept only where the across-cell table has a row: one cell is not a
     population of cells."""
-    cells = table.groupby(["treatment", "baseline"], sort=False)[["task", "model"]].apply(
-        lambda g: len(g.drop_duplicates()))
-    multi = [pair for pair in pairs if cells.get(pair, 0) >= 2]
-    across = (across_cells(runs, comparisons=multi, method="reml", hksj=True, level=1 - alpha,
+    metric_of = {t: m or "" for t, m in metric_of_tasks(runs).items()}  # "": no metric column
+    cells = table[["treatment", "baseline", "task", "model"]].drop_duplicates()
+    n_cells = cells.assign(metric=cells["task"].map(metric_of)).groupby(
+        ["treatment", "baseline", "metric"], sort=False).size()
+    groups = {key for key, n in n_cells.items() if n >= 2}
+    multi = [pair for pair in pairs if any(key[:2] == pair for key in groups)]
+
+    def pooled(df):
+        keys = zip(df["treatment"], df["baseline"], df["metric"].fillna(""), strict=True)
+        return df[[key in groups for key in keys]]
+
+    across = (across_cells(runs, comparisons=multi, method="reml", level=1 - alpha,
                            on_mismatch=on_mismatch)
               if multi else pd.DataFrame(columns=ACROSS_COLUMNS))
+    across = pooled(across).reset_index(drop=True)
     bayes = bayes_paired(runs, comparisons=pairs, rope=margin, seed=seed, on_mismatch=on_mismatch)
-    keep = (bayes["scope"] == "cell") | pd.Series(
-        [(t, b) in multi for t, b in zip(bayes["treatment"], bayes["baseline"], strict=True)],
-        index=bayes.index)
+    keep = bayes["scope"].eq("cell")
+    keep[~keep] = keep[~keep].index.isin(pooled(bayes[~keep]).index)
     return across, bayes[keep].reset_index(drop=True)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.display import display_frame, fmt_p
+from analysis.display import display_frame, fmt_p, is_p_value
 
 # Markdown shows the columns a reader scans; the CSV keeps them all.
 MD_COLUMNS = {"comparisons": [
@@ -68,7 +68,7 @@ def to_markdown(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: 
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
     for rec in df[cols].itertuples(index=False):
-        cells = [(fmt_p(v) if c.startswith("p_") and _finite(v) else _fmt(v, digits))
+        cells = [(fmt_p(v) if is_p_value(c) and _finite(v) else _fmt(v, digits))
                  .replace("|", "\\|").replace("\n", " ") for c, v in zip(cols, rec, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -293,18 +293,21 @@ def across_section(result, figs: dict) -> list:
         return []
     level = float(a["level"].iloc[0])
     probs = result.bayes[result.bayes["scope"] == "across"]
-    shown = a.merge(probs[["treatment", "baseline", "p_better", "p_rope", "p_worse"]],
-                    on=["treatment", "baseline"], how="left")
+    shown = a.merge(probs[["treatment", "baseline", "metric", "p_better", "p_rope", "p_worse"]],
+                    on=["treatment", "baseline", "metric"], how="left")
     if float(probs["rope"].max() if len(probs) else 0) == 0:
         shown = shown.drop(columns="p_rope")
     out = [pdf.page_break(), para("Across tasks and models", "h2"),
-           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences: τ² by REML, "
-                f"{level:.0%} interval by Hartung–Knapp–Sidik–Jonkman (t with cells − 1 df; it holds its level with "
-                "few cells, the normal interval does not); I²: share of the spread due to heterogeneity; "
-                "PI: prediction interval for the effect in a new task or model (needs 3 cells). P(better), "
-                "P(in ROPE), P(worse): Bayesian signed-rank test over the cells (Benavoli et al. 2017).", "small"),
-           pdf.table(display_frame(shown, ["n_cells", "estimate", "ci_low", "ci_high", "p_val", "tau2", "i2",
-                                           "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
+           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences, pooling only "
+                f"cells whose tasks share a metric (one row per metric): τ² by REML (the global maximum of the "
+                f"restricted likelihood), {level:.0%} interval by the modified Hartung–Knapp–Sidik–Jonkman method "
+                "(t with cells − 1 df, its variance factor at least 1 so that cells agreeing closely never give a "
+                "zero-width interval; Röver et al. 2015); p (HKSJ): its two-sided p. I²: share of the spread due to "
+                "heterogeneity; PI: prediction interval for the effect in a new task or model (needs 3 cells). "
+                "P(better), P(in ROPE), P(worse): posterior probabilities (not p-values) of the Bayesian "
+                "signed-rank test over the cells (Benavoli et al. 2017).", "small"),
+           pdf.table(display_frame(shown, ["metric", "n_cells", "estimate", "ci_low", "ci_high", "p_hksj", "tau2",
+                                           "i2", "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
     for w in sorted({str(w) for w in a["warning"] if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     if "across_forest" in figs:

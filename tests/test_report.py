@@ -141,7 +141,7 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
     p = synthetic_grid_store(tmp_path, {"mrpc": "f1", "cola": "mcc"}, ("bert", "roberta", "electra"))
     text = pdf_text(write_report(p, tmp_path / "report.pdf"))
     assert "0 of 12 comparisons significant" in text
-    for raw in ("boot_ci_low", "mean_diff", "p_ttest", "n_pairs", "p_val", "0.0000"):
+    for raw in ("boot_ci_low", "mean_diff", "p_ttest", "n_pairs", "p_hksj", "0.0000"):
         assert raw not in text, raw  # human headers, no 4-decimal zeros
     for header in ("Δ (pts)", "95% CI (pts)", "95% BCa CI (pts)", "p (t-test)", "adjusted p", "p (multiboot)",
                    "Seeds for 0.5 pt", "Sign differs (same seed)"):
@@ -149,7 +149,7 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
     assert "Caveat. With 5 paired seeds" in text
     assert "60 of 60 seed pairs audited ok" in text
     for part in ("Bayesian probabilities", "P(better)", "P(in ROPE)", "Across tasks and models",
-                 "Across 6 cells, random vs none", "95% PI (pts)"):
+                 "3 cells (f1)", "3 cells (mcc)", "95% PI (pts)", "p (HKSJ)"):
         assert part in text, part
     out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
     assert out.returncode == 0, out.stderr
@@ -157,8 +157,10 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     across = pd.read_csv(tmp_path / "tables" / "across.csv")
-    assert list(across.treatment) == ["random", "typhoon"] and set(across.n_cells) == {6}
-    assert "Across 6 cells, typhoon vs none" in (tmp_path / "tables" / "summary.txt").read_text()
+    # f1 and mcc cells are pooled apart: one row per comparison and metric
+    assert list(across.treatment) == ["random", "random", "typhoon", "typhoon"]
+    assert list(across.metric) == ["f1", "mcc"] * 2 and set(across.n_cells) == {3}
+    assert "Across 3 cells (f1), typhoon vs none" in (tmp_path / "tables" / "summary.txt").read_text()
 
 
 def test_analyze_prints_and_writes_the_same_caveats(tmp_path):

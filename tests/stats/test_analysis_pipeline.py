@@ -65,10 +65,16 @@ def test_analysis_result_tables():
     res = analyze(runs, preds, baseline="none", n_boot=200, margin=0.005)
     assert len(res.comparisons) == len(res.multibootstrap) == len(res.disagreement) == 8
     assert len(res.power) == 8 * 4 and res.audit.status.eq("ok").all()
-    assert res.variance.share.sum() == pytest.approx(1.0)
+    # one decomposition per metric (f1, mcc), each summing to 1
+    assert res.variance.groupby("metric").share.sum().to_numpy() == pytest.approx([1.0, 1.0])
     # the per-comparison verdict, then the across-cell verdict (issue 14 phase 2)
-    assert res.summary == summary_sentence(res.comparisons) + across_sentence(res.across, res.bayes)
-    assert " Across 4 cells, random vs none: " in res.summary
+    assert res.summary == summary_sentence(res.comparisons) + across_sentence(res.across, res.bayes, res.comparisons)
+    # f1 and mcc are pooled apart; each pools 2 cells into an interval wider than either
+    # cell's, so the summary points to the table instead of leading with it
+    assert list(res.across.metric) == ["f1", "mcc"] * 2 and set(res.across.n_cells) == {2}
+    assert "Across 2 cells" not in res.summary
+    assert (" The pooled interval of random vs none over 2 cells (f1) is wider than each cell's "
+            "own interval") in res.summary
 
 
 def test_summary_sentence_variants():
