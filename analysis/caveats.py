@@ -27,6 +27,22 @@ def small_n(comparisons: pd.DataFrame) -> list[str]:
             "declared, the equivalence tests."]
 
 
+def unfinished_maskers(runs: pd.DataFrame) -> dict[str, str]:
+    """masker -> "<masker>: 0 of <n> runs done — not compared" for every masker of the runs
+    frame (all statuses: ``Store.load_grid``) without a single finished run with a value."""
+    if "status" not in runs.columns or runs.empty:
+        return {}
+    value = pd.to_numeric(runs["value"], errors="coerce") if "value" in runs else np.nan
+    done = runs["status"].eq("done") & np.isfinite(np.asarray(value, dtype=float))
+    out = {}
+    for masker, n in runs.groupby("masker", sort=False).size().items():
+        if not done[runs["masker"] == masker].any():
+            failed = int((runs["status"][runs["masker"] == masker] == "failed").sum())
+            why = f" ({failed} failed)" if failed else ""
+            out[str(masker)] = f"{masker}: 0 of {n} runs done{why} — not compared"
+    return out
+
+
 def collapse(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame
              ) -> tuple[list[str], list[str]]:
     """(caveats, uninformative comparison names) for runs that predicted a single class."""

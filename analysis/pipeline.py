@@ -154,6 +154,7 @@ def analyze(
 
 def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction, n_boot, seed,
              effects, win_threshold, metric_by_task, on_mismatch, n_jobs) -> AnalysisResult:
+    unfinished = caveats.unfinished_maskers(runs)  # before check_runs drops unfinished runs
     clean = check_runs(runs)
     has_preds = predictions is not None and len(predictions) > 0
     collapsed = single_class_runs(predictions) if has_preds else single_class_runs(pd.DataFrame())
@@ -163,16 +164,27 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
     settings = {"correction": correction, "n_boot": n_boot, "seed": seed,
                 "effects": tuple(effects), "win_threshold": win_threshold}
     empty = pd.DataFrame(columns=COMPARISON_COLUMNS)
-    if clean["masker"].nunique() < 2:
-        maskers = ", ".join(map(str, pd.unique(clean["masker"])))
+    if comparisons is not None:  # a comparison of a masker without finished runs is named, not made
+        comparisons = [c for c in comparisons if not set(map(str, c)) & set(unfinished)]
+    not_run = list(unfinished.values())
+    base = baseline if baseline is not None or comparisons is not None else "none"
+    if (clean["masker"].nunique() < 2 or str(base) in unfinished
+            or (comparisons is not None and not comparisons)):
+        maskers = list(map(str, pd.unique(clean["masker"])))
         collapse_notes, _ = caveats.collapse(empty, clean, collapsed)
+        if not_run:
+            have = (f"only {', '.join(maskers)} {'has' if len(maskers) == 1 else 'have'} finished "
+                    "runs" if maskers else "no masker has finished runs")
+            summary = (f"Nothing compared: {'; '.join(not_run)}; {have}. The table of cells gives "
+                       "each cell's mean and seed spread.")
+        else:
+            summary = (f"Nothing to compare: the study has one masker ({', '.join(maskers)}); the "
+                       "table of cells gives each cell's mean and seed spread.")
         return AnalysisResult(
             comparisons=empty, power=pd.DataFrame(), disagreement=pd.DataFrame(),
             variance=variance_decomposition(clean), audit=pd.DataFrame(), multibootstrap=None,
             cells=cell_table(clean), runs=clean, pairs=[], alpha=alpha, margin=margin,
-            summary=f"Nothing to compare: the study has one masker ({maskers}); the table of "
-                    "cells gives each cell's mean and seed spread.",
-            collapsed=collapsed, caveats=collapse_notes, settings=settings)
+            summary=summary, collapsed=collapsed, caveats=collapse_notes, settings=settings)
     pairs = resolve_comparisons(clean, baseline, comparisons)
     table = compare(clean, alpha=alpha, margin=margin, correction=correction, n_boot=n_boot,
                     seed=seed, comparisons=pairs, on_mismatch=on_mismatch)
@@ -199,7 +211,8 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         audit=audit,
         multibootstrap=mb,
         cells=cell_table(clean),
-        summary=summary_sentence(table, alpha) + across_sentence(across, bayes, table),
+        summary=("; ".join(not_run) + ". " if not_run else "")
+        + summary_sentence(table, alpha) + across_sentence(across, bayes, table),
         runs=clean,
         pairs=pairs,
         alpha=alpha,

@@ -35,6 +35,7 @@ def gather(protocol: Protocol):
     specs = expand(protocol)
     with Store(protocol.store_path) as store:
         all_runs = store.load_runs(specs, status=None)
+        store_grid = store.load_grid(specs)  # names a masker without a finished run
         runs = all_runs[all_runs.status == "done"].reset_index(drop=True)
         preds = store.load_predictions(specs)
         events = store.events(set(all_runs.run_id))
@@ -44,7 +45,7 @@ def gather(protocol: Protocol):
     if len(runs):
         with warnings.catch_warnings():  # kept in result.warnings; the audit section prints them
             warnings.simplefilter("ignore", AnalysisWarning)
-            result = analyze(runs, preds, **protocol.analysis_options())
+            result = analyze(store_grid, preds, **protocol.analysis_options())
     return specs, all_runs, runs, events, counts, result
 
 

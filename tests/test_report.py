@@ -182,12 +182,15 @@ def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
 
 
 def test_nothing_to_compare_gives_cell_spread(tmp_path):
-    """Only the baseline's runs are done: analyze and report exit 0 with mean, sd, min, max per cell."""
+    """Only the baseline's runs are done: analyze and report exit 0 with mean, sd, min, max per cell,
+    and name the masker without a finished run (not "the study has one masker")."""
     p = synthetic_grid_store(tmp_path, {"mrpc": "f1"}, ("bert", "roberta"), maskers={"none": 0.0, "random": 0.02},
                              done=("none",))
     out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
     assert out.returncode == 0, out.stderr
-    assert "Nothing to compare" in out.stdout and "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Nothing compared: random: 0 of 10 runs done — not compared; only none has finished runs" in out.stdout
+    assert "one masker" not in out.stdout
     cells = pd.read_csv(tmp_path / "tables" / "cells.csv")
     runs, _ = synthetic_study(tasks={"mrpc": "f1"}, models=("bert", "roberta"),
                               maskers={"none": 0.0, "random": 0.02}, n_examples=200, seed=1)
@@ -199,7 +202,25 @@ def test_nothing_to_compare_gives_cell_spread(tmp_path):
     rep = study_cli("report", p.source, "--out", tmp_path / "r.pdf")
     assert rep.returncode == 0, rep.stderr
     text = pdf_text(tmp_path / "r.pdf")
-    assert "Nothing to compare" in text and "4. Seed spread" in text and "Seed spread per cell" in text
+    assert "random: 0 of 10 runs done — not compared" in text
+    assert "4. Seed spread" in text and "Seed spread per cell" in text
+
+
+def test_a_treatment_whose_runs_all_failed_is_named(tmp_path):
+    """random's runs all failed: the terminal, summary.txt and the tables name it; typhoon is compared."""
+    p = synthetic_grid_store(tmp_path, {"mrpc": "f1"}, ("bert",), done=("none", "typhoon"))
+    with Store(p.store_path) as store:
+        for spec in expand(p):
+            if spec.masker["name"] == "random":
+                store.mark_running(spec.run_id, "h")
+                store.record_failure(spec.run_id, "worker exited with code 1", "RuntimeError: boom", final=True)
+    out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
+    assert out.returncode == 0, out.stderr
+    said = "random: 0 of 5 runs done (5 failed) — not compared"
+    assert said in out.stdout and said in (tmp_path / "tables" / "summary.txt").read_text()
+    assert "1 of 1 comparison" in out.stdout or "0 of 1 comparison" in out.stdout
+    comps = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
+    assert list(comps.treatment) == ["typhoon"]
 
 
 def test_multibootstrap_disagreement_is_explained():
