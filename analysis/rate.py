@@ -208,7 +208,7 @@ def rate_interaction(runs: pd.DataFrame, baseline: str | None = None) -> pd.Data
     model (``term`` ``rate x model``) and, with a numeric ``n_params`` column, that it moves
     with log parameter count (``rate x log n_params``). Columns ``INTERACTION_COLUMNS``."""
     rows = []
-    for name, base, sub in _sweep_frames(runs, baseline):
+    for name, _base, sub in _sweep_frames(runs, baseline):
         for (task,) in ordered_groups(sub, ["task"]):
             d = sub[sub["task"] == task]
             models = list(pd.unique(d["model"]))
