@@ -43,6 +43,18 @@ def unfinished_maskers(runs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def maxt_floor(many: pd.DataFrame, alpha: float) -> list[str]:
+    """Max-T by sign flips cannot reject with few seeds: say so once."""
+    if many.empty:
+        return []
+    n = int(many["n_pairs"].max())
+    if n < 1 or 2.0 / 2**n < alpha:
+        return []
+    return [f"With {n} paired seeds the max-T sign-flip p-values (many_to_one) cannot go below "
+            f"{2.0 / 2**n:.4g}: no treatment can be declared different from the baseline by them "
+            f"at α = {alpha:g}; the simultaneous intervals and Holm's adjusted t-tests still can."]
+
+
 def collapse(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame
              ) -> tuple[list[str], list[str]]:
     """(caveats, uninformative comparison names) for runs that predicted a single class."""

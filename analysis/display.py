@@ -17,8 +17,11 @@ import pandas as pd
 POINT_COLUMNS = {
     "estimate", "sd", "se", "ci_low", "ci_high", "boot_low", "boot_high", "mde", "margin",
     "mean_treatment", "mean_baseline", "effect", "win_threshold", "mean", "min", "max",
-    "pi_low", "pi_high", "rope",
+    "pi_low", "pi_high", "rope", "mcb_low", "mcb_high", "naive_low", "naive_high", "gain",
+    "gain_low", "gain_high",
 }
+# Masking rates: plain numbers (0.15), never points.
+RATE_COLUMNS = {"optimum", "optimum_low", "optimum_high", "rate"}
 SHARE_COLUMNS = {
     "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
     "share_win_mismatched", "share_win_opposite", "share", "power_at_n", "target_power",
@@ -28,7 +31,9 @@ SHARE_COLUMNS = {
 PROBABILITY_COLUMNS = {"p_better", "p_rope", "p_worse"}
 # Interval columns shown as one "[low, high]" cell under one header.
 INTERVALS = {"ci_low": ("ci_high", "CI"), "boot_low": ("boot_high", "BCa CI"),
-             "pi_low": ("pi_high", "PI")}
+             "pi_low": ("pi_high", "PI"), "naive_low": ("naive_high", "naive CI"),
+             "mcb_low": ("mcb_high", "MCB interval"), "gain_low": ("gain_high", "CI of gain"),
+             "optimum_low": ("optimum_high", "CI of optimum")}
 
 HEADERS = {
     "task": "Task", "model": "Model", "treatment": "Treatment", "baseline": "Baseline",
@@ -54,6 +59,11 @@ HEADERS = {
     "n_cells": "Cells", "p_hksj": "p (HKSJ)", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
     "rope": "ROPE ± (pts)", "p_better": "P(better)", "p_rope": "P(in ROPE)",
     "p_worse": "P(worse)", "degenerate": "Degenerate",
+    "p_maxt": "p (max-T)", "p_holm": "p (Holm)", "in_best_set": "In best set",
+    "apparent_best": "Apparent best", "sweep": "Sweep", "n_rates": "Rates", "curve": "Fit",
+    "optimum": "Optimum rate", "gain": "Gain at optimum (pts)", "p_curvature": "p (curvature)",
+    "n_models": "Models", "term": "Term", "df_num": "df", "df_den": "df (residual)",
+    "f_stat": "F", "p_interaction": "p (interaction)",
 }
 
 
@@ -98,6 +108,8 @@ def fmt_value(col: str, value) -> str:
             return "–"
         if col in POINT_COLUMNS:
             return fmt_points(value)
+        if col in RATE_COLUMNS:
+            return f"{value:.2f}"
         if col in SHARE_COLUMNS:
             return f"{value:.0%}" if col == "target_power" else f"{value:.2f}"
         if col in ("level", "i2"):
@@ -137,9 +149,11 @@ def display_frame(df: pd.DataFrame, columns: Sequence[str] | None = None,
     for col in cols:
         if col in INTERVALS and INTERVALS[col][0] in df.columns:
             high, name = INTERVALS[col]
-            out[f"{level:.0%} {name} (pts)"] = [
+            fmt = (lambda x: f"{x:.2f}") if col in RATE_COLUMNS else fmt_points  # noqa: E731
+            unit = "" if col in RATE_COLUMNS else " (pts)"
+            out[f"{level:.0%} {name}{unit}"] = [
                 "–" if not (np.isfinite(lo) and np.isfinite(hi))
-                else f"[{fmt_points(lo)}, {fmt_points(hi)}]"
+                else f"[{fmt(lo)}, {fmt(hi)}]"
                 for lo, hi in zip(df[col].astype(float), df[high].astype(float), strict=True)]
         elif col in {h for h, _ in INTERVALS.values()}:
             continue

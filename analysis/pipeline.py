@@ -23,7 +23,15 @@ from analysis.comparisons import compare
 from analysis.disagreement import single_run_disagreement
 from analysis.multiboot import multibootstrap
 from analysis.power import power_table
-from analysis.summary import across_sentence, summary_sentence
+from analysis.rate import (
+    INTERACTION_COLUMNS,
+    RESPONSE_COLUMNS,
+    rate_interaction,
+    rate_response,
+    sweeps,
+)
+from analysis.selection import BEST_COLUMNS, MANY_TO_ONE_COLUMNS, best, many_to_one
+from analysis.summary import across_sentence, selection_sentences, summary_sentence
 from analysis.tables import write_tables
 from analysis.variance import variance_decomposition
 
@@ -60,6 +68,13 @@ class AnalysisResult:
     across: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACROSS_COLUMNS))
     # P(better) / P(within ±margin) / P(worse): per cell, then across cells (scope column)
     bayes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BAYES_COLUMNS))
+    # several treatments per baseline: max-T / step-down / Holm, and Hsu's best set
+    many_to_one: pd.DataFrame = field(default_factory=pd.DataFrame)
+    best: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # a rate sweep: optimum per cell, the rate x model test, the fitted curves (figure only)
+    rate_response: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rate_interaction: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rate_curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> frame of every result table, in reading order. A new table added here is
@@ -67,6 +82,9 @@ class AnalysisResult:
         out = {"comparisons": self.comparisons, "bayes": self.bayes}
         if len(self.across):
             out["across"] = self.across
+        for name in ("many_to_one", "best", "rate_response", "rate_interaction"):
+            if len(getattr(self, name)):
+                out[name] = getattr(self, name)
         if self.multibootstrap is not None:
             out["multibootstrap"] = self.multibootstrap
         out |= {"power": self.power, "disagreement": self.disagreement,
@@ -95,6 +113,9 @@ class AnalysisResult:
         out = {"forest": F.forest_plot(self.comparisons, self.margin)}
         if len(self.across):
             out["across_forest"] = F.across_forest_plot(self.across, self.comparisons, self.margin)
+        if len(self.rate_response):
+            out["rate_response"] = F.rate_response_plot(self.runs, self.rate_response,
+                                                        self.rate_curves)
         return out | {
             "slopes": F.slope_plot(self.runs, comparisons=self.pairs),
             "distributions": F.distribution_plot(self.runs),
@@ -201,6 +222,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
         across, bayes = across_and_bayes(clean, pairs, table, alpha, margin, seed, on_mismatch)
+        sel = selection_tables(clean, pairs, alpha, seed)
     collapse_notes, dead = caveats.collapse(table, clean, collapsed)
     mb_note = caveats.multiboot_disagreement(table, mb, alpha)
     return AnalysisResult(
@@ -212,20 +234,60 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         multibootstrap=mb,
         cells=cell_table(clean),
         summary=("; ".join(not_run) + ". " if not_run else "")
-        + summary_sentence(table, alpha) + across_sentence(across, bayes, table),
+        + summary_sentence(table, alpha) + across_sentence(across, bayes, table)
+        + selection_sentences(sel["many_to_one"], sel["best"], sel["rate_response"],
+                              sel["rate_interaction"], alpha),
         runs=clean,
         pairs=pairs,
         alpha=alpha,
         margin=margin,
         collapsed=collapsed,
         uninformative=dead,
-        caveats=caveats.small_n(table) + collapse_notes + mb_note,
+        caveats=caveats.small_n(table) + collapse_notes + mb_note
+        + caveats.maxt_floor(sel["many_to_one"], alpha),
         pairing=caveats.pairing_verdict(audit, clean),
         multiboot_note=" ".join(mb_note),
         settings=settings,
         across=across,
         bayes=bayes,
+        **sel,
     )
+
+
+def selection_tables(runs, pairs, alpha, seed) -> dict:
+    """The tables for several treatments against one baseline (``many_to_one``, ``best``:
+    for each baseline compared with >= 2 treatments) and for rate sweeps (``rate_response``,
+    ``rate_interaction``, ``rate_curves``: when the baseline has rate 0 and >= 2 maskers of
+    one sweep differ only in rate)."""
+    out = {"many_to_one": pd.DataFrame(columns=MANY_TO_ONE_COLUMNS),
+           "best": pd.DataFrame(columns=BEST_COLUMNS),
+           "rate_response": pd.DataFrame(columns=RESPONSE_COLUMNS),
+           "rate_interaction": pd.DataFrame(columns=INTERACTION_COLUMNS),
+           "rate_curves": pd.DataFrame()}
+    by_base: dict[str, list[str]] = {}
+    for treat, base in pairs:
+        by_base.setdefault(base, []).append(treat)
+    many, best_sets = [], []
+    for base, treats in by_base.items():
+        if len(treats) < 2:
+            continue
+        m = many_to_one(runs, base, alpha, treatments=treats, seed=seed)
+        many.append(m)
+        best_sets.append(best(runs, base, alpha, treatments=treats, seed=seed, many=m))
+    if many:
+        out["many_to_one"] = pd.concat(many, ignore_index=True)
+        out["best"] = pd.concat(best_sets, ignore_index=True)
+    for base in by_base:
+        if "rate" not in runs.columns:
+            break
+        rate = pd.to_numeric(runs.loc[runs["masker"] == base, "rate"], errors="coerce")
+        if not (rate.fillna(0.0) == 0).all() or not sweeps(runs, base):
+            continue
+        table, curves = rate_response(runs, base, alpha, seed=seed, curves=True)
+        out["rate_response"], out["rate_curves"] = table, curves
+        out["rate_interaction"] = rate_interaction(runs, base)
+        break  # one rate-0 baseline per study
+    return out
 
 
 def across_and_bayes(runs, pairs, table, alpha, margin, seed, on_mismatch):

@@ -109,6 +109,8 @@ def _cell_response(df: pd.DataFrame, level: float, n_boot: int, shape: str, rng)
     use = shape if shape != "auto" else ("quadratic" if vertex_inside else "monotone")
     if use == "monotone":
         beta, cov, dfr = _fit_mixed(df, False)
+    grid = np.linspace(0.0, rmax, 101)
+    powers = np.vander(grid, len(beta), increasing=True)  # 1, r, r²
     opt, gain = _optimum(beta[None, :], rmax)
     # parametric bootstrap of the coefficients: multivariate t with the residual df
     w, v = np.linalg.eigh(cov)
@@ -117,7 +119,11 @@ def _cell_response(df: pd.DataFrame, level: float, n_boot: int, shape: str, rng)
     draws = beta + z / np.sqrt(rng.chisquare(dfr, (n_boot, 1)) / dfr)
     b_opt, b_gain = _optimum(draws, rmax)
     a = (1 - level) / 2
-    return {"curve": use, "optimum": float(opt[0]), "gain": float(gain[0]),
+    band = draws[:, 1:] @ powers[:, 1:].T  # the gain over rate 0: (n_boot, grid)
+    curve = pd.DataFrame({"rate": grid, "fit": powers[:, 1:] @ beta[1:],
+                          "fit_low": np.quantile(band, a, axis=0),
+                          "fit_high": np.quantile(band, 1 - a, axis=0)})
+    return {"curve": use, "_curve": curve, "optimum": float(opt[0]), "gain": float(gain[0]),
             "optimum_low": float(np.quantile(b_opt, a)),
             "optimum_high": float(np.quantile(b_opt, 1 - a)),
             "gain_low": float(np.quantile(b_gain, a)), "gain_high": float(np.quantile(b_gain, 1 - a)),
@@ -150,14 +156,17 @@ def rate_response(
     shape: str = "auto",
     n_boot: int = N_BOOT,
     seed: int = 0,
-) -> pd.DataFrame:
+    curves: bool = False,
+):
     """Per (task, model, sweep): the fitted optimum rate and the gain there, with intervals at
     level 1 - alpha (module docstring). ``shape``: ``"auto"`` (quadratic unless the data call
     for monotone), ``"quadratic"`` or ``"monotone"``. Columns ``RESPONSE_COLUMNS``; empty when
-    the runs hold no sweep."""
+    the runs hold no sweep. ``curves=True`` returns ``(table, curves)``, ``curves`` the fitted
+    gain over rate 0 on a grid of rates with its pointwise bootstrap band (``task, model,
+    sweep, rate, fit, fit_low, fit_high``) for the figure."""
     if shape not in ("auto", "quadratic", "monotone"):
         raise ValueError(f"shape must be 'auto', 'quadratic' or 'monotone', got {shape!r}")
-    rows = []
+    rows, fitted = [], []
     for name, base, sub in _sweep_frames(runs, baseline):
         for task, model in ordered_groups(sub, ["task", "model"]):
             cell = sub[(sub["task"] == task) & (sub["model"] == model)]
@@ -181,11 +190,17 @@ def rate_response(
                 rows.append(row | {"warning": "; ".join(notes)})
                 continue
             rng = stable_rng(seed, "rate-response", task, model, name)
-            rows.append(row | _cell_response(cell, 1 - alpha, n_boot, shape, rng)
-                        | {"warning": "; ".join(notes)})
+            res = _cell_response(cell, 1 - alpha, n_boot, shape, rng)
+            fitted.append(res.pop("_curve").assign(task=task, model=model, sweep=name))
+            rows.append(row | res | {"warning": "; ".join(notes)})
             if notes:
                 warn(f"rate response {task}/{model} ({name}): " + "; ".join(notes))
-    return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+    table = pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+    if not curves:
+        return table
+    cols = ["task", "model", "sweep", "rate", "fit", "fit_low", "fit_high"]
+    return table, (pd.concat(fitted, ignore_index=True)[cols] if fitted
+                   else pd.DataFrame(columns=cols))
 
 
 def _f_test(y, x_small, x_big) -> tuple[float, int, int, float]:

@@ -83,7 +83,7 @@ def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame,
     A pooled interval over 2 or 3 cells that is wider than every one of its cells' own
     t-intervals (``comparisons``) says less than the cells do: it is not summarised, only
     pointed to."""
-    parts = []
+    parts, wide = [], []
     probs = bayes[bayes["scope"] == "across"] if len(bayes) else pd.DataFrame()
     for r in across.to_dict("records"):
         metric = r.get("metric")
@@ -95,9 +95,7 @@ def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame,
             continue
         widest = _widest_cell_interval(comparisons, r)
         if r["n_cells"] <= 3 and np.isfinite(widest) and r["ci_high"] - r["ci_low"] > widest:
-            parts.append(f"the pooled interval of {name} over {int(r['n_cells'])} cells{of} "
-                         "is wider than each cell's own interval, so "
-                         "it adds nothing to the per-cell results (see the across table)")
+            wide.append(f"{name} over {int(r['n_cells'])} cells{of}")
             continue
         verdict = "includes zero" if r["ci_low"] <= 0 <= r["ci_high"] else "excludes zero"
         txt = (f"across {int(r['n_cells'])} cells{of}, {name}: {_pts(r['estimate'])} pts "
@@ -116,6 +114,11 @@ def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame,
                     else " (no margin: no rope)")
             txt += f", P(worse) = {b['p_worse']:.2f}"
         parts.append(txt)
+    if wide:
+        many = len(wide) > 1
+        parts.append(f"the pooled interval{'s' if many else ''} of {'; '.join(wide)} "
+                     f"{'are' if many else 'is'} wider than every one of the pooled cells' own "
+                     "intervals and add nothing to the per-cell results (see the across table)")
     return "".join(f" {p[0].upper()}{p[1:]}." for p in parts)
 
 
@@ -137,3 +140,46 @@ _INTERVAL_NAMES = {"mhksj": "modified HKSJ", "hksj": "HKSJ", "wald": "Wald"}
 def _method(method: str) -> str:
     tau, _, interval = str(method).partition("+")
     return f"{tau.upper()}, {_INTERVAL_NAMES.get(interval, interval)}"
+
+
+def selection_sentences(many: pd.DataFrame, best: pd.DataFrame, rate: pd.DataFrame,
+                        interaction: pd.DataFrame, alpha: float) -> str:
+    """One sentence each for the many-to-one table, the best set and the rate response (""
+    for a table that is empty)."""
+    out = []
+    if len(many):
+        sig = many[many["p_adj"] < alpha]
+        holm = int((many["p_holm"] < alpha).sum())
+        n_cells = len(many[["task", "model"]].drop_duplicates())
+        txt = (f"Max-T over the treatments of each cell (Westfall–Young step-down, family-wise "
+               f"α = {alpha:g} per cell): {len(sig)} of {len(many)} treatment-cell comparisons "
+               f"in {n_cells} cell{'s' if n_cells != 1 else ''} significant")
+        if len(sig):
+            txt += " (" + ", ".join(f"{r.treatment} on {r.task}/{r.model}"
+                                    for r in sig.itertuples()) + ")"
+        out.append(txt + f"; Holm on the paired t-tests: {holm}")
+    if len(best):
+        level = float(best["level"].iloc[0])
+        cells = []
+        for (task, model), g in best.groupby(["task", "model"], sort=False):
+            members = g.loc[g["in_best_set"], "treatment"].tolist()
+            top = g[g["apparent_best"]].iloc[0]
+            cells.append(f"{task}/{model} {{{', '.join(map(str, members))}}}, apparent best "
+                         f"{top.treatment} {_pts(top.estimate)} pts (naive "
+                         f"[{_pts(top.naive_low)}, {_pts(top.naive_high)}], selection-adjusted "
+                         f"[{_pts(top.ci_low)}, {_pts(top.ci_high)}])")
+        out.append(f"Could be best ({level:.0%} set, Hsu's MCB): " + "; ".join(cells))
+    if len(rate):
+        fitted = rate[np.isfinite(rate["optimum"].astype(float))]
+        if len(fitted):
+            level = float(fitted["level"].iloc[0])
+            txt = (f"Rate response ({level:.0%} intervals): optimum rate "
+                   + "; ".join(f"{r.task}/{r.model} {r.optimum:.2f} [{r.optimum_low:.2f}, "
+                               f"{r.optimum_high:.2f}] ({r.curve}), gain {_pts(r.gain)} pts "
+                               f"[{_pts(r.gain_low)}, {_pts(r.gain_high)}]"
+                               for r in fitted.itertuples()))
+            for r in interaction.itertuples():
+                txt += (f"; {r.task}: does the response differ by model ({r.term})? "
+                        f"F({r.df_num}, {r.df_den}) = {r.f_stat:.2f}, p = {r.p_interaction:.3g}")
+            out.append(txt)
+    return "".join(f" {s}." for s in out)

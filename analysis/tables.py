@@ -30,6 +30,14 @@ CAPTIONS = {
     "across": "Across tasks and models: random-effects pooled difference (points), "
               "heterogeneity and prediction interval for a new cell.",
     "multibootstrap": "Multibootstrap over seeds and evaluation examples (differences in points).",
+    "many_to_one": "Every treatment against the baseline per cell: simultaneous intervals (points), "
+                   "max-T single-step and Westfall--Young step-down p by joint sign flips, Holm beside.",
+    "best": "Hsu's multiple comparisons with the best: the set of maskers that could be best, and "
+            "the gain over the baseline, naive and selection-adjusted (max-T), in points.",
+    "rate_response": "Rate response per cell (mixed model, seed random intercept): optimum rate and "
+                     "gain there over no masking, with parametric-bootstrap intervals.",
+    "rate_interaction": "Does the rate response differ by model? F-tests of the rate $\\times$ model "
+                        "interaction.",
     "power": "Power of the paired $t$-test and seeds needed for the target power.",
     "disagreement": "What a single run would have told you: shares of single-seed comparisons.",
     "variance": "Variance decomposition of the primary metric.",

@@ -259,7 +259,7 @@ def comparisons_section(result, figs: dict) -> list:
     for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     out.append(pdf.figure(figs["forest"], width=pdf.TEXT_W))
-    out += bayes_section(result) + across_section(result, figs)
+    out += bayes_section(result) + across_section(result, figs) + sweep_section(result, figs)
     out += multiboot_section(result)
     return out
 
@@ -314,6 +314,60 @@ def across_section(result, figs: dict) -> list:
     if "across_forest" in figs:
         out.append(pdf.figure(figs["across_forest"], width=pdf.TEXT_W))
     return out
+
+
+def sweep_section(result, figs: dict) -> list:
+    """Several treatments against one baseline: the rate response (a sweep), the set of maskers
+    that could be best, and the max-T table beside Holm."""
+    many, best, rate = result.many_to_one, result.best, result.rate_response
+    if not len(many) and not len(rate):
+        return []
+    level = float(many["level"].iloc[0]) if len(many) else 1 - result.alpha
+    out = [pdf.page_break(), para("Rate sweep" if len(rate) else "Several treatments against one baseline", "h2")]
+    if len(rate):
+        out += [para("Per cell, a mixed model of the metric on rate and rate² with a random intercept per seed "
+                     "(quadratic; a straight line where the quadratic has no maximum inside the swept rates: "
+                     "Fit = monotone). Optimum: the rate where the fitted curve peaks; gain: fitted value there minus "
+                     f"at rate 0; {level:.0%} intervals from a parametric bootstrap of the coefficients (each draw "
+                     "takes its own optimum, so the gain's interval includes picking the rate). Figure: the fitted "
+                     f"gain over the baseline per model with its {level:.0%} band, the observed mean gain per rate "
+                     f"(dots) and the optimum with its {level:.0%} interval (triangle and bar).", "small"),
+                pdf.figure(figs["rate_response"], width=pdf.TEXT_W),
+                pdf.table(display_frame(rate, ["n_seeds", "n_rates", "curve", "optimum", "optimum_low",
+                                               "optimum_high", "gain", "gain_low", "gain_high", "p_curvature"]))]
+        for w in sorted({str(w) for w in rate["warning"] if str(w)}):
+            out.append(para(f"Note: {esc(w)}", "small"))
+    if len(result.rate_interaction):
+        out += [para("Does the optimum move with the model? F-test that the response curve (rate and rate² "
+                     "terms) differs between models, seeds as blocks within each model; with parameter counts, "
+                     "also the test that it moves with log model size.", "small"),
+                pdf.table(display_frame(result.rate_interaction, ["task", "n_models", "term", "df_num", "df_den",
+                                                                  "f_stat", "p_interaction"], fold=False))]
+    if len(best):
+        out += [para(f"Which masker could be best? Hsu's multiple comparisons with the best at {level:.0%}: a "
+                     "masker is in the set unless another beats it significantly (the baseline is a candidate). "
+                     "Δ over the baseline of each treatment: the naive t-interval overstates the gain of whichever "
+                     "is picked as best; the selection-adjusted interval (the simultaneous max-T one) does not.",
+                     "small"),
+                pdf.table(_best_display(best))]
+    if len(many):
+        out += [para(f"Every treatment against the baseline, family-wise error held per cell: {level:.0%} "
+                     "simultaneous intervals (Dunnett-type, estimated correlation); p (max-T): single-step max-T "
+                     "over joint sign flips of the seeds; adjusted p: its Westfall–Young step-down; p (Holm): "
+                     "Holm on the paired t-tests, which ignores the treatments' correlation.", "small"),
+                pdf.table(display_frame(many, ["n_pairs", "estimate", "ci_low", "ci_high", "p_maxt", "p_adj",
+                                               "p_holm"]))]
+    return out
+
+
+def _best_display(best: pd.DataFrame) -> pd.DataFrame:
+    """The best-set table: one row per masker (the baseline marked), the adjusted interval named."""
+    shown = best.assign(treatment=[f"{t} (baseline)" if t == b else t
+                                   for t, b in zip(best["treatment"], best["baseline"], strict=True)])
+    out = display_frame(shown, ["task", "model", "treatment", "estimate", "in_best_set", "apparent_best",
+                                "naive_low", "naive_high", "ci_low", "ci_high"], fold=False)
+    level = float(best["level"].iloc[0])
+    return out.rename(columns={"Treatment": "Masker", f"{level:.0%} CI (pts)": f"{level:.0%} selection-adjusted CI (pts)"})
 
 
 def multiboot_section(result) -> list:
