@@ -149,6 +149,7 @@ def analyze(
     metric_by_task: dict | None = None,
     on_mismatch: str = "raise",
     n_jobs: int = 1,
+    model_sizes: dict | None = None,
 ) -> AnalysisResult:
     """All tables for one study. ``runs``: the store's runs frame (one row per run);
     ``predictions``: its per-example predictions (optional; enables the multibootstrap and
@@ -156,13 +157,16 @@ def analyze(
     units (0.005 = 0.5 points). A study with one masker (a seed-variance or pilot study)
     has nothing to compare: its result holds the per-cell table and the variance only.
 
+    ``model_sizes`` (model -> parameter count, models of one family) adds the test that a rate
+    sweep's response moves with log model size.
+
     Every ``AnalysisWarning`` raised on the way is still emitted and also kept in
     ``result.warnings``, so the report and ``summary.txt`` carry it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction,
                           n_boot, seed, effects, win_threshold, metric_by_task, on_mismatch,
-                          n_jobs)
+                          n_jobs, model_sizes)
     said: list[str] = []
     for w in caught:
         if issubclass(w.category, AnalysisWarning):
@@ -174,7 +178,8 @@ def analyze(
 
 
 def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction, n_boot, seed,
-             effects, win_threshold, metric_by_task, on_mismatch, n_jobs) -> AnalysisResult:
+             effects, win_threshold, metric_by_task, on_mismatch, n_jobs, model_sizes
+             ) -> AnalysisResult:
     unfinished = caveats.unfinished_maskers(runs)  # before check_runs drops unfinished runs
     clean = check_runs(runs)
     has_preds = predictions is not None and len(predictions) > 0
@@ -222,7 +227,9 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
         across, bayes = across_and_bayes(clean, pairs, table, alpha, margin, seed, on_mismatch)
-        sel = selection_tables(clean, pairs, alpha, seed)
+        sizes = clean["model"].map(model_sizes) if model_sizes else None
+        sel = selection_tables(clean if sizes is None else clean.assign(n_params=sizes),
+                               pairs, alpha, seed)
     collapse_notes, dead = caveats.collapse(table, clean, collapsed)
     mb_note = caveats.multiboot_disagreement(table, mb, alpha)
     return AnalysisResult(

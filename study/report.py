@@ -332,7 +332,8 @@ def sweep_section(result, figs: dict) -> list:
                      "takes its own optimum, so the gain's interval includes picking the rate). Figure: the fitted "
                      f"gain over the baseline per model with its {level:.0%} band, the observed mean gain per rate "
                      f"(dots) and the optimum with its {level:.0%} interval (triangle and bar).", "small"),
-                pdf.figure(figs["rate_response"], width=pdf.TEXT_W),
+                # one panel per task: a single panel at full width would print its labels oversized
+                pdf.figure(figs["rate_response"], width=pdf.TEXT_W * min(1.0, 0.6 * rate["task"].nunique())),
                 pdf.table(display_frame(rate, ["n_seeds", "n_rates", "curve", "optimum", "optimum_low",
                                                "optimum_high", "gain", "gain_low", "gain_high", "p_curvature"]))]
         for w in sorted({str(w) for w in rate["warning"] if str(w)}):

@@ -27,7 +27,8 @@ def sweep_store(tmp_path, n_seeds=6):
                       for i, m in enumerate(OPTIMUM)]
     data["maskers"] = [{"name": "p0.0", "kind": "none"}] + [
         {"name": f"p{r}", "kind": "random-token", "rate": r} for r in RATES]
-    data["analysis"] = {"baseline": "p0.0", "alpha": 0.05, "n_boot": 300}
+    data["analysis"] = {"baseline": "p0.0", "alpha": 0.05, "n_boot": 300,
+                        "model_sizes": {"minilm-l1": "1.37e7", "minilm-l2": 15467520}}
     p = load_protocol(write_protocol(tmp_path, data, "sweep.yaml"))
     rng = np.random.default_rng(0)
     seed_effect = {(m, s): 0.02 * rng.standard_normal() for m in OPTIMUM for s in range(n_seeds)}
@@ -71,7 +72,8 @@ def test_analyze_and_report_give_the_sweep(tmp_path):
     for r in rate.itertuples():
         assert r.optimum_low <= OPTIMUM[r.model] <= r.optimum_high
     inter = pd.read_csv(tables / "rate_interaction.csv")
-    assert inter.p_interaction.iloc[0] < 0.001  # the optimum moves: 0.15 vs 0.30
+    assert list(inter.term) == ["rate x model", "rate x log n_params"]  # model_sizes given
+    assert (inter.p_interaction < 0.001).all()  # the optimum moves: 0.15 vs 0.30
     many = pd.read_csv(tables / "many_to_one.csv")
     assert list(many.columns[:4]) == ["task", "model", "treatment", "baseline"]
     assert {"p_maxt", "p_adj", "p_holm", "ci_low", "ci_high", "level", "n_pairs", "method"} <= set(many)
@@ -88,3 +90,15 @@ def test_analyze_and_report_give_the_sweep(tmp_path):
     for part in ("Rate sweep", "Optimum rate", "95% CI of optimum", "In best set", "p (max-T)", "p (Holm)",
                  "p (interaction)"):
         assert part in text, part
+
+
+@pytest.mark.parametrize("sizes, problem", [
+    ({"minilm-l3": 1e7}, "analysis.model_sizes.minilm-l3: 'minilm-l3' is not a model of this protocol"),
+    ({"minilm-l1": -5}, "analysis.model_sizes.minilm-l1: must be a positive parameter count"),
+    ({"minilm-l1": "big"}, "analysis.model_sizes.minilm-l1: expected a number"),
+])
+def test_bad_model_sizes_are_refused(tmp_path, sizes, problem):
+    data = tiny_protocol_dict()
+    data["analysis"] = {"baseline": "none", "model_sizes": sizes}
+    out = study_cli("validate", write_protocol(tmp_path, data), cwd=tmp_path)
+    assert out.returncode == 2 and problem in out.stderr and "Traceback" not in out.stderr
