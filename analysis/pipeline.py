@@ -359,8 +359,9 @@ def write_analysis(
     **kwargs,
 ) -> dict[str, Path]:
     """What ``study analyze`` writes: every table of ``AnalysisResult.tables()`` as
-    ``<name>.md/.csv/.tex`` (comparisons, multibootstrap with predictions, power,
-    disagreement, variance, cells, audit), ``summary.txt`` and the PNG figures ``forest``,
+    ``<name>.md/.csv/.tex`` (comparisons, bayes, across, many_to_one and best with several
+    treatments per baseline, rate_response and rate_interaction with a rate sweep,
+    multibootstrap with predictions, power, disagreement, variance, cells, audit), ``summary.txt`` and the PNG figures ``forest``,
     ``slopes``, ``distributions``, ``power_curve``, ``disagreement``. Returns file name -> path.
     Extra keyword arguments go to :func:`analyze`."""
     result = analyze(runs, predictions, baseline=baseline, comparisons=comparisons, alpha=alpha,

@@ -72,20 +72,42 @@ def sweeps(runs: pd.DataFrame, baseline: str) -> dict[str, list[str]]:
 
 
 def _fit_mixed(df: pd.DataFrame, quadratic: bool):
-    """(coefficients, covariance, residual df) of value ~ rate [+ rate²] with a random
-    intercept per seed (REML)."""
+    """(coefficients, covariance, residual df, fitted by) of value ~ rate [+ rate²] with a
+    random intercept per seed (MixedLM, REML). Where MixedLM cannot fit (a singular Hessian:
+    seeds that agree to the last digits, say), least squares with a block per seed gives the
+    same coefficients in this balanced design, and its covariance."""
     import statsmodels.formula.api as smf
 
     formula = "value ~ rate + I(rate ** 2)" if quadratic else "value ~ rate"
-    with warnings.catch_warnings():
-        # a seed variance at the boundary (0) is a legitimate estimate, not a failure
-        warnings.simplefilter("ignore")
-        fit = smf.mixedlm(formula, df, groups=df["seed"]).fit(reml=True, method=["lbfgs", "powell"])
     k = 3 if quadratic else 2
-    beta = np.asarray(fit.fe_params, dtype=float)
-    cov = np.asarray(fit.cov_params(), dtype=float)[:k, :k]
-    df_resid = len(df) - df["seed"].nunique() - (k - 1)
-    return beta, cov, max(df_resid, 1)
+    df_resid = max(len(df) - df["seed"].nunique() - (k - 1), 1)
+    try:
+        with warnings.catch_warnings():
+            # a seed variance at the boundary (0) is a legitimate estimate, not a failure
+            warnings.simplefilter("ignore")
+            fit = smf.mixedlm(formula, df, groups=df["seed"]).fit(reml=True,
+                                                                  method=["lbfgs", "powell"])
+        beta = np.asarray(fit.fe_params, dtype=float)
+        cov = np.asarray(fit.cov_params(), dtype=float)[:k, :k]
+        if np.all(np.isfinite(beta)) and np.all(np.isfinite(cov)):
+            return beta, cov, df_resid, "MixedLM"
+    except (np.linalg.LinAlgError, ValueError):
+        pass
+    r = df["rate"].to_numpy(float)
+    curve = np.column_stack([r, r**2][: k - 1])
+    seeds = pd.get_dummies(df["seed"]).to_numpy(float)
+    x = np.hstack([seeds, curve])
+    y = df["value"].to_numpy(float)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    sigma2 = float(resid @ resid) / df_resid
+    xtx_inv = np.linalg.pinv(x.T @ x)
+    slope = slice(seeds.shape[1], None)
+    # the intercept: the seeds' average level (only the slopes enter optimum and gain)
+    beta = np.concatenate([[coef[: seeds.shape[1]].mean()], coef[slope]])
+    cov = np.zeros((k, k))
+    cov[1:, 1:] = sigma2 * xtx_inv[slope, slope]
+    return beta, cov, df_resid, "seed-block least squares (MixedLM could not fit)"
 
 
 def _optimum(beta: np.ndarray, rmax: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,13 +124,13 @@ def _optimum(beta: np.ndarray, rmax: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _cell_response(df: pd.DataFrame, level: float, n_boot: int, shape: str, rng) -> dict:
     rmax = float(df["rate"].max())
-    beta, cov, dfr = _fit_mixed(df, True)
+    beta, cov, dfr, how = _fit_mixed(df, True)
     se2 = float(np.sqrt(cov[2, 2]))
     p_curv = float(2 * stats.t.sf(abs(beta[2] / se2), dfr)) if se2 > 0 else np.nan
     vertex_inside = beta[2] < 0 and 0 < -beta[1] / (2 * beta[2]) < rmax
     use = shape if shape != "auto" else ("quadratic" if vertex_inside else "monotone")
     if use == "monotone":
-        beta, cov, dfr = _fit_mixed(df, False)
+        beta, cov, dfr, how = _fit_mixed(df, False)
     grid = np.linspace(0.0, rmax, 101)
     powers = np.vander(grid, len(beta), increasing=True)  # 1, r, r²
     opt, gain = _optimum(beta[None, :], rmax)
@@ -123,7 +145,7 @@ def _cell_response(df: pd.DataFrame, level: float, n_boot: int, shape: str, rng)
     curve = pd.DataFrame({"rate": grid, "fit": powers[:, 1:] @ beta[1:],
                           "fit_low": np.quantile(band, a, axis=0),
                           "fit_high": np.quantile(band, 1 - a, axis=0)})
-    return {"curve": use, "_curve": curve, "optimum": float(opt[0]), "gain": float(gain[0]),
+    return {"curve": use, "_curve": curve, "_fitted_by": how, "optimum": float(opt[0]), "gain": float(gain[0]),
             "optimum_low": float(np.quantile(b_opt, a)),
             "optimum_high": float(np.quantile(b_opt, 1 - a)),
             "gain_low": float(np.quantile(b_gain, a)), "gain_high": float(np.quantile(b_gain, 1 - a)),
@@ -192,6 +214,10 @@ def rate_response(
             rng = stable_rng(seed, "rate-response", task, model, name)
             res = _cell_response(cell, 1 - alpha, n_boot, shape, rng)
             fitted.append(res.pop("_curve").assign(task=task, model=model, sweep=name))
+            how = res.pop("_fitted_by")
+            if how != "MixedLM":
+                row["method"] = row["method"].replace("MixedLM (seed random intercept, REML)", how)
+                notes.append("MixedLM could not fit: seed-block least squares")
             rows.append(row | res | {"warning": "; ".join(notes)})
             if notes:
                 warn(f"rate response {task}/{model} ({name}): " + "; ".join(notes))
