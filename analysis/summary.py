@@ -116,7 +116,8 @@ def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame,
         parts.append(txt)
     if wide:
         many = len(wide) > 1
-        parts.append(f"the pooled interval{'s' if many else ''} of {'; '.join(wide)} "
+        which = "; ".join(wide) if len(wide) <= 3 else f"{len(wide)} comparisons over 2–3 cells"
+        parts.append(f"the pooled interval{'s' if many else ''} of {which} "
                      f"{'are' if many else 'is'} wider than every one of the pooled cells' own "
                      "intervals and add nothing to the per-cell results (see the across table)")
     return "".join(f" {p[0].upper()}{p[1:]}." for p in parts)
@@ -178,8 +179,10 @@ def selection_sentences(many: pd.DataFrame, best: pd.DataFrame, rate: pd.DataFra
                                f"{r.optimum_high:.2f}] ({r.curve}), gain {_pts(r.gain)} pts "
                                f"[{_pts(r.gain_low)}, {_pts(r.gain_high)}]"
                                for r in fitted.itertuples()))
+            question = {"rate x model": "does the response differ between models",
+                        "rate x log n_params": "does it move with log model size"}
             for r in interaction.itertuples():
-                txt += (f"; {r.task}: does the response differ by model ({r.term})? "
-                        f"F({r.df_num}, {r.df_den}) = {r.f_stat:.2f}, p = {r.p_interaction:.3g}")
+                txt += (f"; {r.task}: {question.get(r.term, r.term)}? F({r.df_num}, {r.df_den}) = "
+                        f"{r.f_stat:.2f}, p = {r.p_interaction:.3g}")
             out.append(txt)
     return "".join(f" {s}." for s in out)

@@ -134,3 +134,16 @@ def test_audit_pairing_names_the_treatment():
     assert set(audit.treatment) == {"typhoon"} and set(audit.baseline) == {"random"}
     res = analyze(runs, baseline="random", n_boot=100)
     assert list(res.audit.columns[:4]) == ["task", "model", "treatment", "baseline"]
+
+
+def test_two_cells_of_different_metrics_are_not_pooled_in_points():
+    """The independent check's study: sentiment (macro-F1) and a token task (weighted F1), one
+    backbone: no across row, no "Across 2 cells" in the summary, a metric on every row."""
+    runs = _runs([0.03, 0.01], cells=[("sentiment", "bert"), ("lid", "bert")])
+    runs["metric"] = runs["task"].map({"sentiment": "macro_f1", "lid": "weighted_f1"})
+    res = analyze(runs, baseline="random", n_boot=100)
+    assert res.across.empty and "across" not in res.tables()
+    assert "Across" not in res.summary
+    assert list(res.bayes.scope) == ["cell", "cell"]
+    assert list(res.bayes.metric) == ["macro_f1", "weighted_f1"]
+    assert list(pd.unique(res.variance.metric)) == ["macro_f1", "weighted_f1"]

@@ -82,7 +82,8 @@ def test_analyze_and_report_give_the_sweep(tmp_path):
     assert best.groupby("model").in_best_set.any().all()
     summary = (tables / "summary.txt").read_text()
     for part in ("Max-T over the treatments of each cell", "Could be best (95% set, Hsu's MCB)",
-                 "Rate response (95% intervals): optimum rate", "rate x model"):
+                 "Rate response (95% intervals): optimum rate", "does the response differ between models?",
+                 "does it move with log model size?"):
         assert part in summary and part in out.stdout, part
     rep = study_cli("report", p.source, "--out", tmp_path / "r.pdf", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
