@@ -76,7 +76,7 @@ def t_stats(d: np.ndarray) -> np.ndarray:
     var = d.var(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = mean / np.sqrt(var / n)
-    return np.where(var > 0, t, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+        return np.where(var > 0, t, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
 
 
 def sign_patterns(n: int, n_mc: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -133,12 +133,15 @@ def simultaneous_crit(d: np.ndarray, level: float, two_sided: bool = True, n_sim
     """The ``level`` quantile of max_j |t_j| (or max_j t_j, one-sided) of n normal seed vectors
     with the covariance of ``d`` (n, m): simulated paired t statistics, ``n_sim`` draws."""
     rng = rng if rng is not None else np.random.default_rng(0)
-    n, m = d.shape
-    cov = np.cov(d, rowvar=False, ddof=1).reshape(m, m)
-    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-    if m == 1 or not np.all(sd > 0):
-        q = level if not two_sided else 1 - (1 - level) / 2
-        return float(stats.t.ppf(q, n - 1)) if m == 1 else np.nan
+    n = d.shape[0]
+    # a column without spread (collapsed runs) has se 0: its interval is a point whatever the
+    # critical value, so the family is the columns that vary
+    d = d[:, d.std(axis=0, ddof=1) > 0] if n >= 2 else d
+    m = d.shape[1]
+    if m <= 1:
+        return float(stats.t.ppf(level if not two_sided else 1 - (1 - level) / 2, n - 1))
+    cov = np.cov(d, rowvar=False, ddof=1)
+    sd = np.sqrt(np.diag(cov))
     corr = cov / np.outer(sd, sd)
     w, v = np.linalg.eigh(corr)
     root = v * np.sqrt(np.clip(w, 0, None))

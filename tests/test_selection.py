@@ -214,3 +214,17 @@ def test_selection_adjusted_gain_covers_where_the_naive_one_does_not():
     se = np.sqrt(0.05 * 0.95 / n_studies)
     assert adjusted / n_studies >= 0.95 - 2 * se
     assert naive < adjusted
+
+
+def test_collapsed_maskers_do_not_break_the_best_set():
+    """Two maskers whose runs collapsed to the same score in every seed (zero spread of their
+    differences): the set still forms, and the dominant masker is alone in it."""
+    rng = np.random.default_rng(12)
+    base = 0.8 + 0.02 * rng.standard_normal(6)
+    rows = [{"task": "t", "model": "m", "masker": "none", "seed": s, "value": 0.5} for s in range(6)]
+    rows += [{"task": "t", "model": "m", "masker": "dead", "seed": s, "value": 0.5} for s in range(6)]
+    rows += [{"task": "t", "model": "m", "masker": "good", "seed": s, "value": base[s]}
+             for s in range(6)]
+    out = analysis.best(pd.DataFrame(rows), baseline="none", n_sim=2000)
+    assert out.loc[out.in_best_set, "treatment"].tolist() == ["good"]
+    assert np.isfinite(out.ci_low).sum() == 2
