@@ -228,3 +228,17 @@ def test_collapsed_maskers_do_not_break_the_best_set():
     out = analysis.best(pd.DataFrame(rows), baseline="none", n_sim=2000)
     assert out.loc[out.in_best_set, "treatment"].tolist() == ["good"]
     assert np.isfinite(out.ci_low).sum() == 2
+
+
+@pytest.mark.slow
+def test_simultaneous_intervals_cover_jointly():
+    """Four correlated treatments with known effects, 6 seeds: all four intervals contain their
+    true effects in >= 1 - alpha - 2 Monte-Carlo se of the studies."""
+    rng = np.random.default_rng(13)
+    effects = {"a": 0.0, "b": 0.01, "c": 0.02, "d": 0.0}
+    n_studies, hits = 300, 0
+    for _ in range(n_studies):
+        out = analysis.many_to_one(_runs(effects, 6, rng, shared=0.01), baseline="none", n_sim=4000)
+        truth = out.treatment.map(effects)
+        hits += bool(((out.ci_low <= truth) & (truth <= out.ci_high)).all())
+    assert hits / n_studies >= 0.95 - 2 * np.sqrt(0.05 * 0.95 / n_studies)
