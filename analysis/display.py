@@ -18,7 +18,7 @@ POINT_COLUMNS = {
     "estimate", "sd", "se", "ci_low", "ci_high", "boot_low", "boot_high", "mde", "margin",
     "mean_treatment", "mean_baseline", "effect", "win_threshold", "mean", "min", "max",
     "pi_low", "pi_high", "rope", "score_treatment", "score_baseline",
-    "pi_low", "pi_high", "rope", "mcb_low", "mcb_high", "naive_low", "naive_high", "gain",
+    "mcb_low", "mcb_high", "naive_low", "naive_high", "gain",
     "gain_low", "gain_high",
 }
 # Masking rates: plain numbers (0.15), never points.
