@@ -38,6 +38,8 @@ _EXPORTS = {
     "write_result": "pipeline",
     "mde": "power", "paired_power": "power", "power_table": "power", "seeds_needed": "power",
     "summary_sentence": "summary",
+    "best": "selection", "many_to_one": "selection",
+    "rate_interaction": "rate", "rate_response": "rate",
     "comparisons_latex": "tables", "to_markdown": "tables", "write_tables": "tables",
     "display_frame": "display",
     "variance_decomposition": "variance",

@@ -50,7 +50,9 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if "status" in df.columns:
         not_done = df["status"] != "done"
         if not_done.any():
-            warn(f"ignoring {int(not_done.sum())} run(s) whose status is not 'done'")
+            counts = df.loc[not_done, "status"].astype(str).value_counts()
+            warn(f"ignoring {int(not_done.sum())} run(s) whose status is not 'done' ("
+                 + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
             df = df[~not_done]
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     bad = ~np.isfinite(df["value"].to_numpy(dtype=float))

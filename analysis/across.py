@@ -6,20 +6,31 @@ its squared standard error ``v_i = sd_i**2 / n_i``. The model is ``y_i ~ N(mu + 
 with ``u_i ~ N(0, tau2)``: the masker's effect may differ by cell (heterogeneity ``tau2``),
 and ``mu`` is its average effect.
 
+* Only cells that share a metric are pooled: a difference in macro-F1 points and one in
+  weighted-F1 points are not the same quantity. ``across_cells`` gives one row per
+  (comparison, metric), and its ``metric`` column names the metric of all its cells.
 * ``tau2``: ``"dl"`` (DerSimonian-Laird moments), ``"pm"`` (Paule-Mandel: the generalised Q
   equals k - 1) or ``"reml"`` (restricted maximum likelihood, the default: it and PM are the
-  recommended estimators; DL under-estimates tau2 with few cells).
-* interval and p for ``mu``: with ``hksj=True`` (default) the Hartung-Knapp-Sidik-Jonkman
-  interval, ``mu ± t(k-1) sqrt(q / sum w)`` with ``q`` the weighted residual mean square
-  (untruncated); with ``hksj=False`` the normal (Wald) interval ``mu ± z sqrt(1 / sum w)``.
-  With few cells only HKSJ holds its level: ``python -m analysis.across --coverage``
-  measures it (README, "Across cells").
+  recommended estimators; DL under-estimates tau2 with few cells). REML is the global
+  maximum of the restricted likelihood on [0, inf): a log-spaced grid brackets the best
+  point (the boundary tau2 = 0 included) before Brent's method refines it. Fisher scoring
+  from the DL start, used before, stops at a local maximum on about 1 data set in 500.
+* interval and p for ``mu`` (``interval``): ``"mhksj"`` (default) the *modified*
+  Hartung-Knapp-Sidik-Jonkman interval ``mu ± t(k-1) sqrt(max(1, q) / sum w)`` with ``q`` the
+  weighted residual mean square (Röver, Knapp & Friede 2015, BMC Med Res Methodol 15:99;
+  metafor's ``test="adhoc"``). The plain HKSJ interval (``"hksj"``, q untruncated) collapses
+  when the cells agree more closely than their standard errors say (q -> 0: three cells with
+  identical differences gave a zero-width interval and p ~ 1e-30); ``max(1, q)`` keeps it at
+  least as wide as the Wald interval with t quantiles, so it never collapses. ``"wald"``: the
+  normal interval ``mu ± z sqrt(1 / sum w)``. With few cells only (m)HKSJ holds its level:
+  ``python -m analysis.across --coverage`` measures it (README, "Across cells").
 * ``i2``: Higgins' I² from the fixed-effect Q, ``max(0, (Q - (k-1)) / Q)``.
 * prediction interval for the effect in a new cell (Higgins, Thompson & Spiegelhalter 2009):
   ``mu ± t(k-2) sqrt(tau2 + se**2)`` with the interval's ``se``; NaN below 3 cells.
 
-Checked against ``statsmodels.stats.meta_analysis.combine_effects`` (DL, PM, HKSJ) and a
-numerical maximisation of the restricted likelihood (REML) in tests/test_across.py.
+Checked against ``statsmodels.stats.meta_analysis.combine_effects`` (DL, PM, HKSJ), a dense
+grid of the restricted likelihood (REML) and hand-computed modified HKSJ in
+tests/test_across.py.
 
 Cells with fewer than 2 pairs (no standard error) or with zero-variance differences (a zero
 standard error would take all the weight: typically collapsed runs) are left out and named
@@ -40,10 +51,11 @@ from analysis.audit import pair_runs
 from analysis.paired import is_degenerate
 
 COLUMNS = [
-    "treatment", "baseline", "n_cells", "estimate", "ci_low", "ci_high", "level", "p_val",
-    "tau2", "i2", "pi_low", "pi_high", "method", "warning",
+    "treatment", "baseline", "metric", "n_cells", "estimate", "ci_low", "ci_high", "level",
+    "p_hksj", "tau2", "i2", "pi_low", "pi_high", "method", "warning",
 ]
 TAU2_METHODS = ("dl", "pm", "reml")
+INTERVALS = ("mhksj", "hksj", "wald")
 
 
 def tau2_dl(y: np.ndarray, v: np.ndarray) -> float:
@@ -73,47 +85,59 @@ def tau2_pm(y: np.ndarray, v: np.ndarray) -> float:
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-14 * hi, rtol=1e-12, maxiter=500))
 
 
-def reml_loglik(tau2: float, y: np.ndarray, v: np.ndarray) -> float:
-    """Restricted log-likelihood of tau2 (up to a constant), mu profiled out."""
-    w = 1 / (v + tau2)
-    mu = np.sum(w * y) / np.sum(w)
-    return float(-0.5 * (np.sum(np.log(v + tau2)) + np.log(np.sum(w))
-                         + np.sum(w * (y - mu) ** 2)))
+def reml_loglik(tau2, y: np.ndarray, v: np.ndarray):
+    """Restricted log-likelihood of tau2 (up to a constant), mu profiled out; ``tau2`` a
+    number or an array of them."""
+    t = np.asarray(tau2, dtype=float)
+    w = 1 / (v + t[..., None])
+    sw = w.sum(axis=-1)
+    mu = (w * y).sum(axis=-1) / sw
+    ll = -0.5 * (np.log(v + t[..., None]).sum(axis=-1) + np.log(sw)
+                 + (w * (y - mu[..., None]) ** 2).sum(axis=-1))
+    return float(ll) if ll.ndim == 0 else ll
 
 
-def tau2_reml(y: np.ndarray, v: np.ndarray, tol: float = 1e-12, max_iter: int = 1000) -> float:
-    """REML estimate of tau2 by Fisher scoring (Viechtbauer 2005, eq. 12), truncated at 0.
+def tau2_reml(y: np.ndarray, v: np.ndarray, n_grid: int = 400) -> float:
+    """REML estimate of tau2: the global maximum of the restricted likelihood on [0, inf).
 
-    The scoring step is the fixed point ``tau2 = sum w²((y - mu)² - v) / sum w² + 1 / sum w``;
-    started from the DL estimate it converges in a few steps on well-behaved data.
+    The likelihood can have several local maxima (scoring from a moment start stops at the
+    nearest one). So: evaluate it at 0 and on a log-spaced grid up to a bound beyond which
+    it only falls (extended while the best point is the last), bracket the best grid point by
+    its neighbours, refine there with Brent's method, and keep the boundary 0 when it is at
+    least as high as the refined interior point.
     """
-    tau2 = tau2_dl(y, v)
-    scale = max(float(np.max(v)), 1e-300)
-    for _ in range(max_iter):
-        w = 1 / (v + tau2)
-        mu = np.sum(w * y) / np.sum(w)
-        new = max(0.0, float(np.sum(w**2 * ((y - mu) ** 2 - v)) / np.sum(w**2) + 1 / np.sum(w)))
-        if abs(new - tau2) <= tol * scale:
-            return new
-        tau2 = new
-    # Scoring oscillates on rare data sets: maximise the restricted likelihood directly.
-    hi = 10 * max(np.var(y, ddof=1), scale)
-    res = optimize.minimize_scalar(lambda t: -reml_loglik(t, y, v), bounds=(0.0, hi),
-                                   method="bounded", options={"xatol": tol * scale})
-    return float(res.x)
+    scale = max(float(np.max(v)), float(np.var(y)), 1e-300)
+    hi = 10 * (float(np.ptp(y)) ** 2 + scale)
+    while True:
+        grid = np.concatenate([[0.0], np.geomspace(1e-10 * scale, hi, n_grid)])
+        ll = reml_loglik(grid, y, v)
+        i = int(np.argmax(ll))
+        if i < grid.size - 1:
+            break
+        hi *= 100
+    lo_b, hi_b = grid[max(i - 1, 0)], grid[i + 1]
+    res = optimize.minimize_scalar(lambda t: -reml_loglik(t, y, v), bounds=(lo_b, hi_b),
+                                   method="bounded", options={"xatol": 1e-13 * scale})
+    best, best_ll = (float(res.x), -float(res.fun)) if -res.fun > ll[i] else (grid[i], ll[i])
+    return 0.0 if reml_loglik(0.0, y, v) >= best_ll else float(best)
 
 
 TAU2 = {"dl": tau2_dl, "pm": tau2_pm, "reml": tau2_reml}
 
 
-def random_effects(y, v, method: str = "reml", hksj: bool = True, level: float = 0.95) -> dict:
+def random_effects(y, v, method: str = "reml", interval: str = "mhksj",
+                   level: float = 0.95) -> dict:
     """Random-effects summary of effects ``y`` (k,) with within-cell variances ``v`` (k,).
 
-    Returns ``n_cells, estimate, se, ci_low, ci_high, p_val, tau2, i2, pi_low, pi_high``.
-    One cell gives its own estimate and NaN for the rest.
+    ``interval``: ``"mhksj"`` (modified HKSJ, max(1, q)), ``"hksj"`` (q untruncated) or
+    ``"wald"``. Returns ``n_cells, estimate, se, ci_low, ci_high, p, tau2, i2, pi_low,
+    pi_high`` (``p`` two-sided, from the interval's t or z). One cell gives its own estimate
+    and NaN for the rest.
     """
     if method not in TAU2:
         raise ValueError(f"method must be one of {list(TAU2_METHODS)}, got {method!r}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {list(INTERVALS)}, got {interval!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     y = np.asarray(y, dtype=float).ravel()
@@ -122,7 +146,7 @@ def random_effects(y, v, method: str = "reml", hksj: bool = True, level: float =
         raise ValueError("effects and variances must be finite, same length, variances > 0")
     k = y.size
     nan = np.nan
-    out = dict(n_cells=k, estimate=nan, se=nan, ci_low=nan, ci_high=nan, p_val=nan, tau2=nan,
+    out = dict(n_cells=k, estimate=nan, se=nan, ci_low=nan, ci_high=nan, p=nan, tau2=nan,
                i2=nan, pi_low=nan, pi_high=nan)
     if k == 0:
         return out
@@ -135,22 +159,30 @@ def random_effects(y, v, method: str = "reml", hksj: bool = True, level: float =
     w = 1 / (v + tau2)
     mu = float(np.sum(w * y) / np.sum(w))
     alpha = 1 - level
-    if hksj:
-        q = float(np.sum(w * (y - mu) ** 2)) / (k - 1)
-        se = float(np.sqrt(q / np.sum(w)))
-        dist = stats.t(k - 1)
-    else:
+    if interval == "wald":
         se = float(np.sqrt(1 / np.sum(w)))
         dist = stats.norm()
+    else:
+        q = float(np.sum(w * (y - mu) ** 2)) / (k - 1)
+        se = float(np.sqrt((max(1.0, q) if interval == "mhksj" else q) / np.sum(w)))
+        dist = stats.t(k - 1)
     crit = float(dist.ppf(1 - alpha / 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         p = float(2 * dist.sf(abs(mu / se))) if se > 0 else nan
-    out.update(estimate=mu, se=se, ci_low=mu - crit * se, ci_high=mu + crit * se, p_val=p,
+    out.update(estimate=mu, se=se, ci_low=mu - crit * se, ci_high=mu + crit * se, p=p,
                tau2=tau2, i2=i2)
     if k >= 3:
         half = float(stats.t.ppf(1 - alpha / 2, k - 2)) * np.sqrt(tau2 + se**2)
         out.update(pi_low=mu - half, pi_high=mu + half)
     return out
+
+
+def metric_of_tasks(runs: pd.DataFrame) -> dict:
+    """task -> its primary metric (None when the runs frame has no ``metric`` column)."""
+    if "metric" not in runs.columns:
+        return dict.fromkeys(runs["task"].unique())
+    first = runs.groupby("task", sort=False)["metric"].first()
+    return {t: (None if pd.isna(m) else str(m)) for t, m in first.items()}
 
 
 def cell_effects(paired: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -179,43 +211,54 @@ def across_cells(
     baseline: str | None = None,
     comparisons: Sequence[tuple[str, str]] | None = None,
     method: str = "reml",
-    hksj: bool = True,
     level: float = 0.95,
     *,
+    interval: str = "mhksj",
     on_mismatch: str = "raise",
 ) -> pd.DataFrame:
-    """One row per (treatment, baseline): the random-effects summary over task x model cells.
+    """One row per (treatment, baseline, metric): the random-effects summary over the task x
+    model cells whose task has that primary metric.
 
     ``runs`` and the comparisons as in :func:`analysis.compare` (pairing and its audit are
     :func:`analysis.audit.pair_runs`'). Columns ``COLUMNS``; ``method`` says the tau2
-    estimator and the interval (``"reml+hksj"``, ``"dl+wald"``, ...).
+    estimator and the interval (``"reml+mhksj"``, ``"dl+wald"``, ...); ``p_hksj`` is the
+    two-sided p of the (modified) HKSJ t test (of the Wald z test with ``interval="wald"``).
     """
     if method not in TAU2:
         raise ValueError(f"method must be one of {list(TAU2_METHODS)}, got {method!r}")
     runs = check_runs(runs)
     pairs = resolve_comparisons(runs, baseline, comparisons)
     paired, _audit, _notes = pair_runs(runs, pairs, on_mismatch=on_mismatch)
+    metric_of = metric_of_tasks(runs)
+    paired["metric"] = paired["task"].map(metric_of)
     rows = []
     for treat, base in pairs:
         sel = paired[(paired["masker"] == treat) & (paired["baseline"] == base)]
-        y, v, notes = cell_effects(sel)
-        res = random_effects(y, v, method, hksj, level)
-        res.pop("se")
-        if res["n_cells"] < 2:
-            notes.append(f"{res['n_cells']} usable cell(s): no across-cell inference")
-        if notes:
-            warn(f"across cells, {treat} vs {base}: " + "; ".join(notes))
-        rows.append({"treatment": treat, "baseline": base, **res, "level": level,
-                     "method": f"{method}+{'hksj' if hksj else 'wald'}",
-                     "warning": "; ".join(notes)})
+        for metric in pd.unique(sel["metric"]):
+            same = sel[sel["metric"].isna()] if metric is None else sel[sel["metric"] == metric]
+            y, v, notes = cell_effects(same)
+            res = random_effects(y, v, method, interval, level)
+            res.pop("se")
+            p = res.pop("p")
+            if res["n_cells"] < 2:
+                notes.append(f"{res['n_cells']} usable cell(s): no across-cell inference")
+            if notes:
+                what = f" ({metric})" if metric is not None else ""
+                warn(f"across cells, {treat} vs {base}{what}: " + "; ".join(notes))
+            rows.append({"treatment": treat, "baseline": base, "metric": metric, **res,
+                         "p_hksj": p, "level": level, "method": f"{method}+{interval}",
+                         "warning": "; ".join(notes)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+VARIANTS = [("dl", "wald"), ("reml", "mhksj"), ("reml", "hksj"), ("dl", "hksj"), ("reml", "wald")]
 
 
 def coverage_simulation(
     n_sim: int = 4000, k: int = 6, n_seeds: int = 5, tau: float = 0.0, sd: float = 0.01,
     level: float = 0.95, seed: int = 0,
 ) -> dict:
-    """Coverage of ``mu`` by the DL-Wald and REML-HKSJ intervals (and DL-HKSJ, REML-Wald).
+    """Coverage of ``mu`` by the intervals of ``VARIANTS`` (tau2 estimator + interval).
 
     Each simulated study has ``k`` cells; cell i's true effect is ``N(0, tau²)`` and its
     ``n_seeds`` paired differences are normal with sd ``sd * (0.5 .. 2)`` (cells differ in
@@ -224,15 +267,14 @@ def coverage_simulation(
     """
     rng = np.random.default_rng(seed)
     sds = sd * np.geomspace(0.5, 2.0, k)
-    variants = [("dl", False), ("reml", True), ("dl", True), ("reml", False)]
-    hits = dict.fromkeys((f"{m}+{'hksj' if h else 'wald'}" for m, h in variants), 0)
+    hits = dict.fromkeys((f"{m}+{i}" for m, i in VARIANTS), 0)
     for _ in range(n_sim):
         theta = rng.normal(0.0, tau, k) if tau > 0 else np.zeros(k)
         d = theta[:, None] + sds[:, None] * rng.standard_normal((k, n_seeds))
         y, v = d.mean(axis=1), d.var(axis=1, ddof=1) / n_seeds
-        for m, h in variants:
-            r = random_effects(y, v, m, h, level)
-            hits[f"{m}+{'hksj' if h else 'wald'}"] += r["ci_low"] <= 0.0 <= r["ci_high"]
+        for m, i in VARIANTS:
+            r = random_effects(y, v, m, i, level)
+            hits[f"{m}+{i}"] += r["ci_low"] <= 0.0 <= r["ci_high"]
     return {name: h / n_sim for name, h in hits.items()}
 
 
@@ -246,12 +288,13 @@ def _main(argv=None) -> None:
         ap.error("nothing to do: pass --coverage")
     print(f"coverage of nominal 95 % intervals for mu, k = 6 cells x 5 seeds, sd of differences 0.5-2 pts,"
           f" {args.n_sim} simulated studies (seed {args.seed})")
-    print("| heterogeneity | DL, Wald (z) | REML, HKSJ (t) | DL, HKSJ | REML, Wald |")
-    print("|---|---:|---:|---:|---:|")
+    print("| heterogeneity | DL, Wald (z) | REML, modified HKSJ (t) | REML, HKSJ | DL, HKSJ "
+          "| REML, Wald |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, tau in (("none (tau = 0)", 0.0), ("tau = 1 pt", 0.01), ("tau = 2 pts", 0.02)):
         c = coverage_simulation(args.n_sim, tau=tau, seed=args.seed)
-        print(f"| {label} | {c['dl+wald']:.3f} | **{c['reml+hksj']:.3f}** | "
-              f"{c['dl+hksj']:.3f} | {c['reml+wald']:.3f} |")
+        print(f"| {label} | {c['dl+wald']:.3f} | **{c['reml+mhksj']:.3f}** | "
+              f"{c['reml+hksj']:.3f} | {c['dl+hksj']:.3f} | {c['reml+wald']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import pandas as pd
 from analysis._frames import check_runs, resolve_comparisons, warn
 
 FINGERPRINT_COLUMNS = ("data_order_fp", "head_init_fp", "data_fp")
-AUDIT_COLUMNS = ["task", "model", "masker", "baseline", "seed", "status", "detail"]
+AUDIT_COLUMNS = ["task", "model", "treatment", "baseline", "seed", "status", "detail"]
 PAIR_COLUMNS = [
     "task", "model", "masker", "baseline", "seed", "value_treatment", "value_baseline", "diff",
 ]
@@ -62,7 +62,7 @@ def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
         both = t[["task", "model"]].drop_duplicates().merge(b[["task", "model"]].drop_duplicates())
         m = t.merge(b, on=["task", "model", "seed"], how="outer", suffixes=("_t", "_b"),
                     indicator=True).merge(both, on=["task", "model"])
-        m["masker"], m["baseline"], m["_order"] = treat, base, order
+        m["treatment"], m["baseline"], m["_order"] = treat, base, order
         parts.append(m)
     m = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if m.empty:
@@ -93,10 +93,10 @@ def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     right = (m["_merge"] == "right_only").to_numpy()
     status[left], status[right] = "no_baseline", "no_treatment"
     detail[left] = [f"no {b} run for this seed" for b in m["baseline"].to_numpy()[left]]
-    detail[right] = [f"no {t} run for this seed" for t in m["masker"].to_numpy()[right]]
+    detail[right] = [f"no {t} run for this seed" for t in m["treatment"].to_numpy()[right]]
     out = pd.DataFrame({
         "task": m["task"].to_numpy(), "model": m["model"].to_numpy(),
-        "masker": m["masker"].to_numpy(), "baseline": m["baseline"].to_numpy(),
+        "treatment": m["treatment"].to_numpy(), "baseline": m["baseline"].to_numpy(),
         "seed": m["seed"].to_numpy(), "status": status, "detail": detail,
         "value_treatment": m["value_t"].to_numpy(), "value_baseline": m["value_b"].to_numpy(),
     })
@@ -112,7 +112,7 @@ def pair_runs(
 
     Returns ``(paired, audit, notes)``: ``paired`` has one row per usable pair with columns
     ``PAIR_COLUMNS`` (``diff = value_treatment - value_baseline``); ``audit`` is
-    :func:`audit_pairing`'s frame; ``notes`` maps (task, model, masker, baseline) to the
+    :func:`audit_pairing`'s frame; ``notes`` maps (task, model, treatment, baseline) to the
     messages that belong in that comparison's ``warning`` text. ``runs`` must already have
     passed :func:`analysis._frames.check_runs`.
     """
@@ -130,7 +130,7 @@ def pair_runs(
     bad = audit[audit["status"] == "mismatch"]
     if len(bad) and on_mismatch == "raise":
         lines = [
-            f"  task={r.task} model={r.model} seed={r.seed}: {r.masker} vs {r.baseline}: {r.detail}"
+            f"  task={r.task} model={r.model} seed={r.seed}: {r.treatment} vs {r.baseline}: {r.detail}"
             for r in bad.itertuples()
         ]
         raise PairingError(
@@ -139,7 +139,7 @@ def pair_runs(
             + "\nRe-run them, or pass on_mismatch='drop' to analyse without them."
         )
     notes: dict[tuple, list[str]] = {}
-    for key, grp in audit.groupby(["task", "model", "masker", "baseline"], sort=False):
+    for key, grp in audit.groupby(["task", "model", "treatment", "baseline"], sort=False):
         msgs = []
         for status, what in (("no_baseline", "no baseline run"), ("no_treatment", "no treatment run")):
             seeds = grp.loc[grp["status"] == status, "seed"].tolist()
@@ -157,6 +157,6 @@ def pair_runs(
             dropped = [m for m in msgs if m.startswith("dropped")]
             if dropped:
                 warn(f"{key[0]}/{key[1]} {key[2]} vs {key[3]}: " + "; ".join(dropped))
-    ok = audit[audit["status"].isin(["ok", "unaudited"])].copy()
+    ok = audit[audit["status"].isin(["ok", "unaudited"])].rename(columns={"treatment": "masker"})
     ok["diff"] = ok["value_treatment"].astype(float) - ok["value_baseline"].astype(float)
     return ok[PAIR_COLUMNS].reset_index(drop=True), audit[AUDIT_COLUMNS], notes

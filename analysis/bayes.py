@@ -14,7 +14,8 @@ rope r = 0 and p_rope = 0. Fewer than 2 pairs give no posterior; zero-variance d
 point and give a probability of 1 that no data can support: such cells are flagged
 (``degenerate``) and get NaN, not 1.
 
-Across cells: the Bayesian signed-rank test of Benavoli et al. (2017, JMLR 18(77), "Time for
+Across cells (of one metric: cells whose tasks have different primary metrics are not
+pooled, one across row per metric): the Bayesian signed-rank test of Benavoli et al. (2017, JMLR 18(77), "Time for
 a change"), a Dirichlet-process posterior on the per-cell mean differences z_1..z_k with a
 pseudo-observation at 0 of weight ``prior`` (0.5). For each posterior draw w ~ Dir(prior, 1,
 .., 1), theta_right = sum_ij w_i w_j [z_i + z_j > 2r] (+1/2 on ties), theta_left likewise
@@ -32,11 +33,12 @@ import pandas as pd
 from scipy import stats
 
 from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng, warn
+from analysis.across import metric_of_tasks
 from analysis.audit import pair_runs
 from analysis.paired import is_degenerate
 
 COLUMNS = [
-    "scope", "task", "model", "treatment", "baseline", "n_pairs", "n_cells", "estimate",
+    "scope", "task", "model", "treatment", "baseline", "metric", "n_pairs", "n_cells", "estimate",
     "rope", "p_better", "p_rope", "p_worse", "degenerate", "method", "warning",
 ]
 N_SAMPLES = 50_000
@@ -103,8 +105,8 @@ def bayes_paired(
     ``runs`` and the comparisons as in :func:`analysis.compare`; ``rope`` is the margin in
     metric units (None: no rope). Returns ``COLUMNS``: rows with ``scope == "cell"`` (one per
     task x model x comparison; ``method`` ``"t_posterior"``) and then one ``scope ==
-    "across"`` row per comparison (``method`` ``"bayes_signed_rank"``, over the per-cell mean
-    differences of the non-degenerate cells, Monte Carlo stream from ``seed`` and the
+    "across"`` row per comparison and metric (``method`` ``"bayes_signed_rank"``, over the
+    per-cell mean differences of the non-degenerate cells of that metric, Monte Carlo stream from ``seed`` and the
     comparison).
     """
     if rope is not None and not (np.isfinite(rope) and rope > 0):
@@ -113,39 +115,48 @@ def bayes_paired(
     runs = check_runs(runs)
     pairs = resolve_comparisons(runs, baseline, comparisons)
     paired, _audit, _notes = pair_runs(runs, pairs, on_mismatch=on_mismatch)
+    metric_of = metric_of_tasks(runs)
     cell_rows, across_rows = [], []
     for treat, base in pairs:
         sel = paired[(paired["masker"] == treat) & (paired["baseline"] == base)]
-        means, left_out = [], []
+        means, left_out, n_pairs = {}, {}, {}  # metric -> per-cell means, cells left out, pairs
         for task, model in ordered_groups(sel, ["task", "model"]):
             d = sel.loc[(sel["task"] == task) & (sel["model"] == model), "diff"].to_numpy(float)
+            metric = metric_of[task]
             res = posterior_probs(d, r)
             note = ""
             if d.size < 2:
                 note = f"n_pairs={d.size}: no posterior"
             elif res["degenerate"]:
                 note = "zero variance of the differences (typically collapsed runs): no posterior"
+            means.setdefault(metric, [])
+            n_pairs[metric] = n_pairs.get(metric, 0) + d.size
             if note:
-                left_out.append(f"{task}/{model}")
+                left_out.setdefault(metric, []).append(f"{task}/{model}")
             else:
-                means.append(d.mean())
+                means[metric].append(d.mean())
             cell_rows.append({"scope": "cell", "task": task, "model": model, "treatment": treat,
-                              "baseline": base, "n_pairs": d.size, "n_cells": 1,
-                              "estimate": d.mean() if d.size else np.nan, "rope": r, **res,
-                              "method": "t_posterior", "warning": note})
-        note = f"cells left out: {', '.join(left_out)}" if left_out else ""
-        if left_out:
-            warn(f"Bayesian {treat} vs {base}: {len(left_out)} cell(s) without a posterior "
-                 f"(fewer than 2 pairs or zero variance): {', '.join(left_out)}")
-        probs = dict(p_better=np.nan, p_rope=np.nan, p_worse=np.nan)
-        if means:
-            probs = signed_rank_probs(means, r, prior=prior, n_samples=n_samples,
-                                      rng=stable_rng(seed, "bayes-signed-rank", treat, base))
-        across_rows.append({"scope": "across", "task": None, "model": None, "treatment": treat,
-                            "baseline": base, "n_pairs": int(len(sel)), "n_cells": len(means),
-                            "estimate": float(np.mean(means)) if means else np.nan, "rope": r,
-                            **probs, "degenerate": False, "method": "bayes_signed_rank",
-                            "warning": note})
+                              "baseline": base, "metric": metric, "n_pairs": d.size,
+                              "n_cells": 1, "estimate": d.mean() if d.size else np.nan,
+                              "rope": r, **res, "method": "t_posterior", "warning": note})
+        for metric, z in means.items():
+            gone = left_out.get(metric, [])
+            note = f"cells left out: {', '.join(gone)}" if gone else ""
+            if gone:
+                warn(f"Bayesian {treat} vs {base}: {len(gone)} cell(s) without a posterior "
+                     f"(fewer than 2 pairs or zero variance): {', '.join(gone)}")
+            probs = dict(p_better=np.nan, p_rope=np.nan, p_worse=np.nan)
+            if z:
+                # the stream of a one-metric study is the one it always had
+                key = (treat, base) if len(means) == 1 else (treat, base, metric)
+                probs = signed_rank_probs(z, r, prior=prior, n_samples=n_samples,
+                                          rng=stable_rng(seed, "bayes-signed-rank", *key))
+            across_rows.append({"scope": "across", "task": None, "model": None,
+                                "treatment": treat, "baseline": base, "metric": metric,
+                                "n_pairs": int(n_pairs[metric]), "n_cells": len(z),
+                                "estimate": float(np.mean(z)) if z else np.nan, "rope": r,
+                                **probs, "degenerate": False, "method": "bayes_signed_rank",
+                                "warning": note})
     out = pd.DataFrame(cell_rows + across_rows, columns=COLUMNS)
     out["degenerate"] = out["degenerate"].astype(bool)
     return out

@@ -27,6 +27,34 @@ def small_n(comparisons: pd.DataFrame) -> list[str]:
             "declared, the equivalence tests."]
 
 
+def unfinished_maskers(runs: pd.DataFrame) -> dict[str, str]:
+    """masker -> "<masker>: 0 of <n> runs done — not compared" for every masker of the runs
+    frame (all statuses: ``Store.load_grid``) without a single finished run with a value."""
+    if "status" not in runs.columns or runs.empty:
+        return {}
+    value = pd.to_numeric(runs["value"], errors="coerce") if "value" in runs else np.nan
+    done = runs["status"].eq("done") & np.isfinite(np.asarray(value, dtype=float))
+    out = {}
+    for masker, n in runs.groupby("masker", sort=False).size().items():
+        if not done[runs["masker"] == masker].any():
+            failed = int((runs["status"][runs["masker"] == masker] == "failed").sum())
+            why = f" ({failed} failed)" if failed else ""
+            out[str(masker)] = f"{masker}: 0 of {n} runs done{why} — not compared"
+    return out
+
+
+def maxt_floor(many: pd.DataFrame, alpha: float) -> list[str]:
+    """Max-T by sign flips cannot reject with few seeds: say so once."""
+    if many.empty:
+        return []
+    n = int(many["n_pairs"].max())
+    if n < 1 or 2.0 / 2**n < alpha:
+        return []
+    return [f"With {n} paired seeds the max-T sign-flip p-values (many_to_one) cannot go below "
+            f"{2.0 / 2**n:.4g}: no treatment can be declared different from the baseline by them "
+            f"at α = {alpha:g}; the simultaneous intervals and Holm's adjusted t-tests still can."]
+
+
 def collapse(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame
              ) -> tuple[list[str], list[str]]:
     """(caveats, uninformative comparison names) for runs that predicted a single class."""

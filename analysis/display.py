@@ -18,14 +18,23 @@ POINT_COLUMNS = {
     "estimate", "sd", "se", "ci_low", "ci_high", "boot_low", "boot_high", "mde", "margin",
     "mean_treatment", "mean_baseline", "effect", "win_threshold", "mean", "min", "max",
     "pi_low", "pi_high", "rope", "score_treatment", "score_baseline",
+    "mcb_low", "mcb_high", "naive_low", "naive_high", "gain",
+    "gain_low", "gain_high",
 }
+# Masking rates: plain numbers (0.15), never points.
+RATE_COLUMNS = {"optimum", "optimum_low", "optimum_high", "rate"}
 SHARE_COLUMNS = {
     "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
     "share_win_mismatched", "share_win_opposite", "share", "power_at_n", "target_power",
 }
+# Posterior probabilities (analysis/bayes.py): named p_* like the p-values but not p-values,
+# so never shown as "< 0.001"; a probability near 1 is as telling as one near 0.
+PROBABILITY_COLUMNS = {"p_better", "p_rope", "p_worse"}
 # Interval columns shown as one "[low, high]" cell under one header.
 INTERVALS = {"ci_low": ("ci_high", "CI"), "boot_low": ("boot_high", "BCa CI"),
-             "pi_low": ("pi_high", "PI")}
+             "pi_low": ("pi_high", "PI"), "naive_low": ("naive_high", "naive CI"),
+             "mcb_low": ("mcb_high", "MCB interval"), "gain_low": ("gain_high", "CI of gain"),
+             "optimum_low": ("optimum_high", "CI of optimum")}
 
 HEADERS = {
     "task": "Task", "model": "Model", "treatment": "Treatment", "baseline": "Baseline",
@@ -48,11 +57,16 @@ HEADERS = {
     "sum_sq": "Sum of squares", "mean_sq": "Mean square", "share": "Share", "mean": "Mean (pts)", "min": "Min (pts)",
     "max": "Max (pts)", "seed": "Seed", "status": "Status", "detail": "Detail",
     "predicted_class": "Predicted class", "n_boot": "Resamples",
-    "n_cells": "Cells", "p_val": "p", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
+    "n_cells": "Cells", "p_hksj": "p (HKSJ)", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
     "rope": "ROPE ± (pts)", "p_better": "P(better)", "p_rope": "P(in ROPE)",
     "p_worse": "P(worse)", "degenerate": "Degenerate",
     "score_treatment": "Treatment (pts)", "score_baseline": "Baseline (pts)",
     "p_value": "p", "n_samples": "Resamples",
+    "p_maxt": "p (max-T)", "p_holm": "p (Holm)", "in_best_set": "In best set",
+    "apparent_best": "Apparent best", "sweep": "Sweep", "n_rates": "Rates", "curve": "Fit",
+    "optimum": "Optimum rate", "gain": "Gain at optimum (pts)", "p_curvature": "p (curvature)",
+    "n_models": "Models", "term": "Term", "df_num": "df", "df_den": "df (residual)",
+    "f_stat": "F", "p_interaction": "p (interaction)",
 }
 
 
@@ -70,19 +84,35 @@ def fmt_points(x, digits: int = 2) -> str:
     return f"{x * 100:.{digits}f}".replace("-", "−")
 
 
+def is_p_value(col: str) -> bool:
+    """A p-value column (``p_*`` but not a posterior probability)."""
+    return col.startswith("p_") and col not in PROBABILITY_COLUMNS
+
+
+def fmt_probability(p) -> str:
+    """A posterior probability: three decimals, 0 and 1 included (never ``< 0.001``)."""
+    if p is None or p is pd.NA or not np.isfinite(p):
+        return "–"
+    return f"{p:.3f}"
+
+
 def fmt_value(col: str, value) -> str:
     """One cell of column ``col`` as display text."""
     if value is None or value is pd.NA:
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if col.startswith("p_"):
+    if col in PROBABILITY_COLUMNS:
+        return fmt_probability(value)
+    if is_p_value(col):
         return fmt_p(value)
     if isinstance(value, (float, np.floating)):
         if math.isnan(value):
             return "–"
         if col in POINT_COLUMNS:
             return fmt_points(value)
+        if col in RATE_COLUMNS:
+            return f"{value:.2f}"
         if col in SHARE_COLUMNS:
             return f"{value:.0%}" if col == "target_power" else f"{value:.2f}"
         if col in ("level", "i2"):
@@ -122,9 +152,11 @@ def display_frame(df: pd.DataFrame, columns: Sequence[str] | None = None,
     for col in cols:
         if col in INTERVALS and INTERVALS[col][0] in df.columns:
             high, name = INTERVALS[col]
-            out[f"{level:.0%} {name} (pts)"] = [
+            fmt = (lambda x: f"{x:.2f}") if col in RATE_COLUMNS else fmt_points  # noqa: E731
+            unit = "" if col in RATE_COLUMNS else " (pts)"
+            out[f"{level:.0%} {name}{unit}"] = [
                 "–" if not (np.isfinite(lo) and np.isfinite(hi))
-                else f"[{fmt_points(lo)}, {fmt_points(hi)}]"
+                else f"[{fmt(lo)}, {fmt(hi)}]"
                 for lo, hi in zip(df[col].astype(float), df[high].astype(float), strict=True)]
         elif col in {h for h, _ in INTERVALS.values()}:
             continue

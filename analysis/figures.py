@@ -223,8 +223,13 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     for a in across.to_dict("records"):
         cells = comparisons[(comparisons["treatment"] == a["treatment"])
                             & (comparisons["baseline"] == a["baseline"])]
+        metric = a.get("metric")
+        of = ""
+        if isinstance(metric, str) and metric and "metric" in cells:  # pooled within a metric
+            cells = cells[cells["metric"] == metric]
+            of = f", {metric}" if comparisons["metric"].nunique() > 1 else ""
         rows += [(f"{r['task']}/{r['model']}", "cell", r) for r in cells.to_dict("records")]
-        rows.append((f"{a['treatment']} vs {a['baseline']}: pooled ({int(a['n_cells'])} cells)",
+        rows.append((f"{a['treatment']} vs {a['baseline']}: pooled ({int(a['n_cells'])} cells{of})",
                      "pooled", a))
     per_row, font = _row_layout(len(rows))
     fig, ax = _axes(ax, (7.5, 1.4 + per_row * max(len(rows), 1)))
@@ -259,7 +264,8 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     right.set_yticks(y, texts, fontsize=font, family="monospace")
     right.tick_params(axis="y", length=0)
     level = float(across["level"].iloc[0]) if len(across) else 0.95
-    method = str(across["method"].iloc[0]).upper().replace("+", ", ") if len(across) else ""
+    method = (str(across["method"].iloc[0]).upper().replace("+", ", ").replace("MHKSJ", "modified HKSJ")
+              if len(across) else "")
     ax.set_xlabel(f"treatment − baseline (points); squares: cells with {level:.0%} t-CI; "
                   f"diamond: pooled {level:.0%} CI ({method}); red bar: prediction interval",
                   fontsize=font)
@@ -267,4 +273,48 @@ def across_forest_plot(across: pd.DataFrame, comparisons: pd.DataFrame,
     handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(loc="lower right", fontsize=font - 1, framealpha=0.9)
+    return fig
+
+
+def rate_response_plot(runs: pd.DataFrame, rate: pd.DataFrame, curves: pd.DataFrame, ax=None):
+    """Per task (one panel each): every model's fitted gain over rate 0 with its pointwise
+    band (:func:`analysis.rate_response` curves), the observed mean paired gain per rate
+    (dots: mean over seeds of masker - baseline), and the optimum with its interval (a bar
+    at the top). Points on the y axis."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(pd.unique(rate["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.8, 3.2), squeeze=False,
+                             sharey=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    base = str(rate["baseline"].iloc[0])
+    for ax_, task in zip(axes[0], tasks, strict=True):
+        ax_.axhline(0, color="0.3", lw=0.8)
+        rows = rate[rate["task"] == task]
+        for i, r in enumerate(rows.itertuples()):
+            c = colors[i % len(colors)]
+            cv = curves[(curves["task"] == task) & (curves["model"] == r.model)]
+            if len(cv):
+                ax_.fill_between(cv["rate"], cv["fit_low"] * 100, cv["fit_high"] * 100, color=c,
+                                 alpha=0.15, lw=0)
+                ax_.plot(cv["rate"], cv["fit"] * 100, color=c, lw=1.6,
+                         label=f"{r.model} ({r.curve})")
+            cell = runs[(runs["task"] == task) & (runs["model"] == r.model)]
+            wide = cell.pivot_table(index="seed", columns="rate", values="value")
+            if 0.0 in wide.columns:
+                gain = wide.sub(wide[0.0], axis=0).mean() * 100
+                ax_.plot(gain.index, gain.to_numpy(), "o", color=c, ms=3.5)
+            if np.isfinite(r.optimum):
+                top = (cv["fit_high"].max() * 100 if len(cv) else 0) * 1.05
+                ax_.errorbar([r.optimum], [top], xerr=[[r.optimum - r.optimum_low],
+                                                       [r.optimum_high - r.optimum]],
+                             fmt="v", color=c, ms=5, capsize=3, lw=1.2)
+        ax_.set_title(f"{task} ({rows['metric'].iloc[0]})" if rows["metric"].notna().any()
+                      else task, fontsize=9)
+        ax_.set_xlabel("masking rate", fontsize=8)
+        ax_.tick_params(labelsize=8)
+        ax_.legend(fontsize=7, loc="lower left", framealpha=0.9)
+    # the legend of the marks (band, dots, triangle) is in the caption the report puts above
+    axes[0][0].set_ylabel(f"gain over {base} (points)", fontsize=8)
+    fig.tight_layout()
     return fig

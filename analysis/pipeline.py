@@ -13,7 +13,7 @@ import pandas as pd
 from analysis import caveats
 from analysis._frames import AnalysisWarning, check_runs, resolve_comparisons
 from analysis.across import COLUMNS as ACROSS_COLUMNS
-from analysis.across import across_cells
+from analysis.across import across_cells, metric_of_tasks
 from analysis.audit import pair_runs
 from analysis.bayes import COLUMNS as BAYES_COLUMNS
 from analysis.bayes import bayes_paired
@@ -24,7 +24,15 @@ from analysis.disagreement import single_run_disagreement
 from analysis.generation import PAIRED_COLUMNS, paired_run_tests
 from analysis.multiboot import multibootstrap
 from analysis.power import power_table
-from analysis.summary import across_sentence, summary_sentence
+from analysis.rate import (
+    INTERACTION_COLUMNS,
+    RESPONSE_COLUMNS,
+    rate_interaction,
+    rate_response,
+    sweeps,
+)
+from analysis.selection import BEST_COLUMNS, MANY_TO_ONE_COLUMNS, best, many_to_one
+from analysis.summary import across_sentence, selection_sentences, summary_sentence
 from analysis.tables import write_tables
 from analysis.variance import variance_decomposition
 
@@ -64,6 +72,13 @@ class AnalysisResult:
     # generation tasks: each treatment run against the baseline run of its seed (sacrebleu's
     # paired bootstrap); empty for classification
     paired_runs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
+    # several treatments per baseline: max-T / step-down / Holm, and Hsu's best set
+    many_to_one: pd.DataFrame = field(default_factory=pd.DataFrame)
+    best: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # a rate sweep: optimum per cell, the rate x model test, the fitted curves (figure only)
+    rate_response: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rate_interaction: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rate_curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> frame of every result table, in reading order. A new table added here is
@@ -71,6 +86,9 @@ class AnalysisResult:
         out = {"comparisons": self.comparisons, "bayes": self.bayes}
         if len(self.across):
             out["across"] = self.across
+        for name in ("many_to_one", "best", "rate_response", "rate_interaction"):
+            if len(getattr(self, name)):
+                out[name] = getattr(self, name)
         if self.multibootstrap is not None:
             out["multibootstrap"] = self.multibootstrap
         if len(self.paired_runs):
@@ -101,6 +119,9 @@ class AnalysisResult:
         out = {"forest": F.forest_plot(self.comparisons, self.margin)}
         if len(self.across):
             out["across_forest"] = F.across_forest_plot(self.across, self.comparisons, self.margin)
+        if len(self.rate_response):
+            out["rate_response"] = F.rate_response_plot(self.runs, self.rate_response,
+                                                        self.rate_curves)
         return out | {
             "slopes": F.slope_plot(self.runs, comparisons=self.pairs),
             "distributions": F.distribution_plot(self.runs),
@@ -134,6 +155,7 @@ def analyze(
     metric_by_task: dict | None = None,
     on_mismatch: str = "raise",
     n_jobs: int = 1,
+    model_sizes: dict | None = None,
 ) -> AnalysisResult:
     """All tables for one study. ``runs``: the store's runs frame (one row per run);
     ``predictions``: its per-example predictions (optional; enables the multibootstrap and
@@ -141,13 +163,16 @@ def analyze(
     units (0.005 = 0.5 points). A study with one masker (a seed-variance or pilot study)
     has nothing to compare: its result holds the per-cell table and the variance only.
 
+    ``model_sizes`` (model -> parameter count, models of one family) adds the test that a rate
+    sweep's response moves with log model size.
+
     Every ``AnalysisWarning`` raised on the way is still emitted and also kept in
     ``result.warnings``, so the report and ``summary.txt`` carry it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction,
                           n_boot, seed, effects, win_threshold, metric_by_task, on_mismatch,
-                          n_jobs)
+                          n_jobs, model_sizes)
     said: list[str] = []
     for w in caught:
         if issubclass(w.category, AnalysisWarning):
@@ -159,7 +184,9 @@ def analyze(
 
 
 def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction, n_boot, seed,
-             effects, win_threshold, metric_by_task, on_mismatch, n_jobs) -> AnalysisResult:
+             effects, win_threshold, metric_by_task, on_mismatch, n_jobs, model_sizes
+             ) -> AnalysisResult:
+    unfinished = caveats.unfinished_maskers(runs)  # before check_runs drops unfinished runs
     clean = check_runs(runs)
     has_preds = predictions is not None and len(predictions) > 0
     collapsed = single_class_runs(predictions) if has_preds else single_class_runs(pd.DataFrame())
@@ -169,16 +196,27 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
     settings = {"correction": correction, "n_boot": n_boot, "seed": seed,
                 "effects": tuple(effects), "win_threshold": win_threshold}
     empty = pd.DataFrame(columns=COMPARISON_COLUMNS)
-    if clean["masker"].nunique() < 2:
-        maskers = ", ".join(map(str, pd.unique(clean["masker"])))
+    if comparisons is not None:  # a comparison of a masker without finished runs is named, not made
+        comparisons = [c for c in comparisons if not set(map(str, c)) & set(unfinished)]
+    not_run = list(unfinished.values())
+    base = baseline if baseline is not None or comparisons is not None else "none"
+    if (clean["masker"].nunique() < 2 or str(base) in unfinished
+            or (comparisons is not None and not comparisons)):
+        maskers = list(map(str, pd.unique(clean["masker"])))
         collapse_notes, _ = caveats.collapse(empty, clean, collapsed)
+        if not_run:
+            have = (f"only {', '.join(maskers)} {'has' if len(maskers) == 1 else 'have'} finished "
+                    "runs" if maskers else "no masker has finished runs")
+            summary = (f"Nothing compared: {'; '.join(not_run)}; {have}. The table of cells gives "
+                       "each cell's mean and seed spread.")
+        else:
+            summary = (f"Nothing to compare: the study has one masker ({', '.join(maskers)}); the "
+                       "table of cells gives each cell's mean and seed spread.")
         return AnalysisResult(
             comparisons=empty, power=pd.DataFrame(), disagreement=pd.DataFrame(),
             variance=variance_decomposition(clean), audit=pd.DataFrame(), multibootstrap=None,
             cells=cell_table(clean), runs=clean, pairs=[], alpha=alpha, margin=margin,
-            summary=f"Nothing to compare: the study has one masker ({maskers}); the table of "
-                    "cells gives each cell's mean and seed spread.",
-            collapsed=collapsed, caveats=collapse_notes, settings=settings)
+            summary=summary, collapsed=collapsed, caveats=collapse_notes, settings=settings)
     pairs = resolve_comparisons(clean, baseline, comparisons)
     table = compare(clean, alpha=alpha, margin=margin, correction=correction, n_boot=n_boot,
                     seed=seed, comparisons=pairs, on_mismatch=on_mismatch)
@@ -199,6 +237,9 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
         across, bayes = across_and_bayes(clean, pairs, table, alpha, margin, seed, on_mismatch)
+        sizes = clean["model"].map(model_sizes) if model_sizes else None
+        sel = selection_tables(clean if sizes is None else clean.assign(n_params=sizes),
+                               pairs, alpha, seed)
     collapse_notes, dead = caveats.collapse(table, clean, collapsed)
     mb_note = caveats.multiboot_disagreement(table, mb, alpha)
     return AnalysisResult(
@@ -206,44 +247,95 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         power=power_table(table, effects=effects, alpha=alpha),
         disagreement=disagreement,
         variance=variance_decomposition(clean),
-        audit=audit.rename(columns={"masker": "treatment"}),
+        audit=audit,
         multibootstrap=mb,
         cells=cell_table(clean),
-        summary=summary_sentence(table, alpha) + across_sentence(across, bayes),
+        summary=("; ".join(not_run) + ". " if not_run else "")
+        + summary_sentence(table, alpha) + across_sentence(across, bayes, table)
+        + selection_sentences(sel["many_to_one"], sel["best"], sel["rate_response"],
+                              sel["rate_interaction"], alpha),
         runs=clean,
         pairs=pairs,
         alpha=alpha,
         margin=margin,
         collapsed=collapsed,
         uninformative=dead,
-        caveats=caveats.small_n(table) + collapse_notes + mb_note,
+        caveats=caveats.small_n(table) + collapse_notes + mb_note
+        + caveats.maxt_floor(sel["many_to_one"], alpha),
         pairing=caveats.pairing_verdict(audit, clean),
         multiboot_note=" ".join(mb_note),
         settings=settings,
         across=across,
         bayes=bayes,
         paired_runs=paired_runs,
+        **sel,
     )
 
 
-def across_and_bayes(runs, pairs, table, alpha, margin, seed, on_mismatch):
-    """The across-cell table (REML tau2, HKSJ interval at level 1 - alpha) for comparisons
-    made in at least 2 cells, and the Bayesian table with rope = ``margin``.
+def selection_tables(runs, pairs, alpha, seed) -> dict:
+    """The tables for several treatments against one baseline (``many_to_one``, ``best``:
+    for each baseline compared with >= 2 treatments) and for rate sweeps (``rate_response``,
+    ``rate_interaction``, ``rate_curves``: when the baseline has rate 0 and >= 2 maskers of
+    one sweep differ only in rate)."""
+    out = {"many_to_one": pd.DataFrame(columns=MANY_TO_ONE_COLUMNS),
+           "best": pd.DataFrame(columns=BEST_COLUMNS),
+           "rate_response": pd.DataFrame(columns=RESPONSE_COLUMNS),
+           "rate_interaction": pd.DataFrame(columns=INTERACTION_COLUMNS),
+           "rate_curves": pd.DataFrame()}
+    by_base: dict[str, list[str]] = {}
+    for treat, base in pairs:
+        by_base.setdefault(base, []).append(treat)
+    many, best_sets = [], []
+    for base, treats in by_base.items():
+        if len(treats) < 2:
+            continue
+        m = many_to_one(runs, base, alpha, treatments=treats, seed=seed)
+        many.append(m)
+        best_sets.append(best(runs, base, alpha, treatments=treats, seed=seed, many=m))
+    if many:
+        out["many_to_one"] = pd.concat(many, ignore_index=True)
+        out["best"] = pd.concat(best_sets, ignore_index=True)
+    for base in by_base:
+        if "rate" not in runs.columns:
+            break
+        rate = pd.to_numeric(runs.loc[runs["masker"] == base, "rate"], errors="coerce")
+        if not (rate.fillna(0.0) == 0).all() or not sweeps(runs, base):
+            continue
+        table, curves = rate_response(runs, base, alpha, seed=seed, curves=True)
+        out["rate_response"], out["rate_curves"] = table, curves
+        out["rate_interaction"] = rate_interaction(runs, base)
+        break  # one rate-0 baseline per study
+    return out
 
+
+def across_and_bayes(runs, pairs, table, alpha, margin, seed, on_mismatch):
+    """The across-cell table (REML tau2, modified HKSJ interval at level 1 - alpha) for
+    comparisons made in at least 2 cells of one metric, and the Bayesian table with rope =
+    ``margin``.
+
+    Cells are pooled only within a metric (one across row per comparison and metric).
     Without a margin the rope is 0: P(better) + P(worse) = 1 and ``p_rope`` is 0, which
     says "no margin declared", not "never equivalent" (the summary words it so). Across-scope
     Bayesian rows are kept only where the across-cell table has a row: one cell is not a
     population of cells."""
-    cells = table.groupby(["treatment", "baseline"], sort=False)[["task", "model"]].apply(
-        lambda g: len(g.drop_duplicates()))
-    multi = [pair for pair in pairs if cells.get(pair, 0) >= 2]
-    across = (across_cells(runs, comparisons=multi, method="reml", hksj=True, level=1 - alpha,
+    metric_of = {t: m or "" for t, m in metric_of_tasks(runs).items()}  # "": no metric column
+    cells = table[["treatment", "baseline", "task", "model"]].drop_duplicates()
+    n_cells = cells.assign(metric=cells["task"].map(metric_of)).groupby(
+        ["treatment", "baseline", "metric"], sort=False).size()
+    groups = {key for key, n in n_cells.items() if n >= 2}
+    multi = [pair for pair in pairs if any(key[:2] == pair for key in groups)]
+
+    def pooled(df):
+        keys = zip(df["treatment"], df["baseline"], df["metric"].fillna(""), strict=True)
+        return df[[key in groups for key in keys]]
+
+    across = (across_cells(runs, comparisons=multi, method="reml", level=1 - alpha,
                            on_mismatch=on_mismatch)
               if multi else pd.DataFrame(columns=ACROSS_COLUMNS))
+    across = pooled(across).reset_index(drop=True)
     bayes = bayes_paired(runs, comparisons=pairs, rope=margin, seed=seed, on_mismatch=on_mismatch)
-    keep = (bayes["scope"] == "cell") | pd.Series(
-        [(t, b) in multi for t, b in zip(bayes["treatment"], bayes["baseline"], strict=True)],
-        index=bayes.index)
+    keep = bayes["scope"].eq("cell")
+    keep[~keep] = keep[~keep].index.isin(pooled(bayes[~keep]).index)
     return across, bayes[keep].reset_index(drop=True)
 
 
@@ -278,8 +370,9 @@ def write_analysis(
     **kwargs,
 ) -> dict[str, Path]:
     """What ``study analyze`` writes: every table of ``AnalysisResult.tables()`` as
-    ``<name>.md/.csv/.tex`` (comparisons, multibootstrap with predictions, power,
-    disagreement, variance, cells, audit), ``summary.txt`` and the PNG figures ``forest``,
+    ``<name>.md/.csv/.tex`` (comparisons, bayes, across, many_to_one and best with several
+    treatments per baseline, rate_response and rate_interaction with a rate sweep,
+    multibootstrap with predictions, power, disagreement, variance, cells, audit), ``summary.txt`` and the PNG figures ``forest``,
     ``slopes``, ``distributions``, ``power_curve``, ``disagreement``. Returns file name -> path.
     Extra keyword arguments go to :func:`analyze`."""
     result = analyze(runs, predictions, baseline=baseline, comparisons=comparisons, alpha=alpha,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.display import display_frame, fmt_p
+from analysis.display import display_frame, fmt_p, is_p_value
 
 # Markdown shows the columns a reader scans; the CSV keeps them all.
 MD_COLUMNS = {"comparisons": [
@@ -32,6 +32,14 @@ CAPTIONS = {
     "multibootstrap": "Multibootstrap over seeds and evaluation examples (differences in points).",
     "paired_runs": "Each treatment run against the baseline run of its seed on the evaluation "
                    "set (sacrebleu's paired bootstrap; differences in points).",
+    "many_to_one": "Every treatment against the baseline per cell: simultaneous intervals (points), "
+                   "max-T single-step and Westfall--Young step-down p by joint sign flips, Holm beside.",
+    "best": "Hsu's multiple comparisons with the best: the set of maskers that could be best, and "
+            "the gain over the baseline, naive and selection-adjusted (max-T), in points.",
+    "rate_response": "Rate response per cell (mixed model, seed random intercept): optimum rate and "
+                     "gain there over no masking, with parametric-bootstrap intervals.",
+    "rate_interaction": "Does the rate response differ by model? F-tests of the rate $\\times$ model "
+                        "interaction.",
     "power": "Power of the paired $t$-test and seeds needed for the target power.",
     "disagreement": "What a single run would have told you: shares of single-seed comparisons.",
     "variance": "Variance decomposition of the primary metric.",
@@ -70,7 +78,7 @@ def to_markdown(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: 
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
     for rec in df[cols].itertuples(index=False):
-        cells = [(fmt_p(v) if c.startswith("p_") and _finite(v) else _fmt(v, digits))
+        cells = [(fmt_p(v) if is_p_value(c) and _finite(v) else _fmt(v, digits))
                  .replace("|", "\\|").replace("\n", " ") for c, v in zip(cols, rec, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

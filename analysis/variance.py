@@ -11,6 +11,10 @@ Each row reports the term's sum of squares and its share of the total sum of squ
 a balanced grid the terms are orthogonal and the order does not matter; with missing runs
 earlier terms take the shared part. Terms whose factor has one level (one task, say) are
 left out. Checked against ``statsmodels`` ``anova_lm(typ=1)`` and hand-computed group means.
+
+Tasks with different primary metrics (macro-F1 and weighted F1, say) are not decomposed
+together: a sum of squares in two units has no meaning. Each metric gets its own
+decomposition (its rows carry it in the ``metric`` column; shares sum to 1 per metric).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pandas as pd
 
 from analysis._frames import check_runs
 
-COLUMNS = ["component", "description", "df", "sum_sq", "mean_sq", "share"]
+COLUMNS = ["metric", "component", "description", "df", "sum_sq", "mean_sq", "share"]
 TERMS = [
     ("task", ("task",), "differences between tasks"),
     ("model", ("model",), "differences between backbones"),
@@ -38,12 +42,23 @@ def _rss_rank(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 
 
 def variance_decomposition(runs: pd.DataFrame) -> pd.DataFrame:
-    """Shares of the metric's variance by design factor (columns ``COLUMNS``).
+    """Shares of the metric's variance by design factor (columns ``COLUMNS``), per metric.
 
-    ``runs``: one row per run with ``task, model, masker, seed, value``. Returns one row
-    per included term plus ``residual``; ``share`` sums to 1 (NaN if all values are equal).
+    ``runs``: one row per run with ``task, model, masker, seed, value`` (and ``metric``).
+    Returns, per metric in order of first appearance, one row per included term plus
+    ``residual``; ``share`` sums to 1 per metric (NaN if all values are equal). ``metric``
+    is None when the runs frame has no ``metric`` column.
     """
     runs = check_runs(runs)
+    if "metric" not in runs.columns:
+        return _decompose(runs).assign(metric=None)[COLUMNS]
+    metrics = runs["metric"].astype(object).where(runs["metric"].notna(), None)
+    parts = [_decompose(runs[metrics.map(lambda x, m=m: x == m)]).assign(metric=m)
+             for m in pd.unique(metrics)]
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def _decompose(runs: pd.DataFrame) -> pd.DataFrame:
     y = runs["value"].to_numpy(dtype=float)
     n = y.size
     x = np.ones((n, 1))
@@ -65,7 +80,7 @@ def variance_decomposition(runs: pd.DataFrame) -> pd.DataFrame:
         x, rss, rank = x_new, rss_new, rank_new
     rows.append({"component": "residual", "description": "masker x seed within a cell",
                  "df": n - rank, "sum_sq": max(rss, 0.0)})
-    out = pd.DataFrame(rows, columns=COLUMNS)
+    out = pd.DataFrame(rows, columns=COLUMNS[1:])
     with np.errstate(divide="ignore", invalid="ignore"):
         out["mean_sq"] = np.where(out["df"] > 0, out["sum_sq"] / out["df"].clip(lower=1), np.nan)
         out["share"] = out["sum_sq"] / total if total > 0 else np.nan

@@ -137,11 +137,13 @@ def cmd_status(args) -> int:
 
 
 def _analysis_inputs(p):
+    """Every run of the grid (failed and pending ones too, so the analysis can name a masker
+    without a finished run) and the predictions of the finished ones."""
     specs = _grid(p)
     with _open_store(p, must_exist=True) as store:
-        runs = store.load_runs(specs)
+        runs = store.load_grid(specs)
         preds = store.load_predictions(specs)
-    if runs.empty:
+    if not runs["status"].eq("done").any():
         raise UserError(f"{p.source}: no finished runs in {p.store} yet. Fix: run `study run {p.source}` first.")
     return runs, preds
 

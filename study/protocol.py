@@ -114,6 +114,9 @@ class AnalysisConfig:
     margin: float | None = None  # equivalence margin (metric units, e.g. 0.01 = 1 point)
     n_boot: int = 10_000
     seed: int = 0
+    # model name -> parameter count, for models of one family: the rate sweep then also tests
+    # whether the response moves with log model size (analysis.rate_interaction)
+    model_sizes: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ class Protocol:
         a = self.analysis
         return {"baseline": None if a.comparisons else a.baseline,
                 "comparisons": self.comparisons() if a.comparisons else None,
-                "alpha": a.alpha, "margin": a.margin, "n_boot": a.n_boot, "seed": a.seed}
+                "alpha": a.alpha, "margin": a.margin, "n_boot": a.n_boot, "seed": a.seed,
+                "model_sizes": a.model_sizes}
 
     def comparisons(self) -> list[tuple[str, str]]:
         """(treatment, baseline) pairs the analysis tests."""
@@ -275,6 +279,8 @@ class _Converter:
         if origin is dict:
             if not isinstance(v, dict):
                 self.fail(path, f"expected a mapping, got {type(v).__name__}")
+            if args and args[1] is float:  # numbers as numbers (`1.1e8` reads as a string in YAML)
+                return {k: self.value(float, item, f"{path}.{k}") for k, item in v.items()}
             return dict(v)
         if tp is Any:
             return v
@@ -601,6 +607,14 @@ def _check_analysis(conv: _Converter, p: Protocol) -> None:
                   "set `baseline: <masker name>` or list `comparisons: [{treatment: ..., baseline: ...}]`")
     if a.baseline is not None:
         known(a.baseline, "analysis.baseline")
+    models = [m.name for m in p.models]
+    for name, size in (a.model_sizes or {}).items():
+        key = f"analysis.model_sizes.{name}"
+        if name not in models:
+            conv.fail(key, f"{name!r} is not a model of this protocol.{did_you_mean(str(name), models)}",
+                      f"use one of {', '.join(models)}")
+        if not size > 0:
+            conv.fail(key, f"must be a positive parameter count, got {size!r}", "write e.g. `110000000` or `1.1e8`")
     for i, c in enumerate(a.comparisons):
         known(c.treatment, f"analysis.comparisons[{i}].treatment")
         known(c.baseline, f"analysis.comparisons[{i}].baseline")

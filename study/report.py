@@ -35,6 +35,7 @@ def gather(protocol: Protocol):
     specs = expand(protocol)
     with Store(protocol.store_path) as store:
         all_runs = store.load_runs(specs, status=None)
+        store_grid = store.load_grid(specs)  # names a masker without a finished run
         runs = all_runs[all_runs.status == "done"].reset_index(drop=True)
         preds = store.load_predictions(specs)
         events = store.events(set(all_runs.run_id))
@@ -44,7 +45,7 @@ def gather(protocol: Protocol):
     if len(runs):
         with warnings.catch_warnings():  # kept in result.warnings; the audit section prints them
             warnings.simplefilter("ignore", AnalysisWarning)
-            result = analyze(runs, preds, **protocol.analysis_options())
+            result = analyze(store_grid, preds, **protocol.analysis_options())
     return specs, all_runs, runs, events, counts, result
 
 
@@ -258,7 +259,7 @@ def comparisons_section(result, figs: dict) -> list:
     for w in sorted({str(w) for w in c.get("warning", []) if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     out.append(pdf.figure(figs["forest"], width=pdf.TEXT_W))
-    out += bayes_section(result) + across_section(result, figs)
+    out += bayes_section(result) + across_section(result, figs) + sweep_section(result, figs)
     out += multiboot_section(result)
     return out
 
@@ -293,23 +294,81 @@ def across_section(result, figs: dict) -> list:
         return []
     level = float(a["level"].iloc[0])
     probs = result.bayes[result.bayes["scope"] == "across"]
-    shown = a.merge(probs[["treatment", "baseline", "p_better", "p_rope", "p_worse"]],
-                    on=["treatment", "baseline"], how="left")
+    shown = a.merge(probs[["treatment", "baseline", "metric", "p_better", "p_rope", "p_worse"]],
+                    on=["treatment", "baseline", "metric"], how="left")
     if float(probs["rope"].max() if len(probs) else 0) == 0:
         shown = shown.drop(columns="p_rope")
     out = [pdf.page_break(), para("Across tasks and models", "h2"),
-           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences: τ² by REML, "
-                f"{level:.0%} interval by Hartung–Knapp–Sidik–Jonkman (t with cells − 1 df; it holds its level with "
-                "few cells, the normal interval does not); I²: share of the spread due to heterogeneity; "
-                "PI: prediction interval for the effect in a new task or model (needs 3 cells). P(better), "
-                "P(in ROPE), P(worse): Bayesian signed-rank test over the cells (Benavoli et al. 2017).", "small"),
-           pdf.table(display_frame(shown, ["n_cells", "estimate", "ci_low", "ci_high", "p_val", "tau2", "i2",
-                                           "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
+           para(f"Random-effects meta-analysis of each comparison's per-cell mean paired differences, pooling only "
+                f"cells whose tasks share a metric (one row per metric): τ² by REML (the global maximum of the "
+                f"restricted likelihood), {level:.0%} interval by the modified Hartung–Knapp–Sidik–Jonkman method "
+                "(t with cells − 1 df, its variance factor at least 1 so that cells agreeing closely never give a "
+                "zero-width interval; Röver et al. 2015); p (HKSJ): its two-sided p. I²: share of the spread due to "
+                "heterogeneity; PI: prediction interval for the effect in a new task or model (needs 3 cells). "
+                "P(better), P(in ROPE), P(worse): posterior probabilities (not p-values) of the Bayesian "
+                "signed-rank test over the cells (Benavoli et al. 2017).", "small"),
+           pdf.table(display_frame(shown, ["metric", "n_cells", "estimate", "ci_low", "ci_high", "p_hksj", "tau2",
+                                           "i2", "pi_low", "pi_high", "p_better", "p_rope", "p_worse"]))]
     for w in sorted({str(w) for w in a["warning"] if str(w)}):
         out.append(para(f"Note: {esc(w)}", "small"))
     if "across_forest" in figs:
         out.append(pdf.figure(figs["across_forest"], width=pdf.TEXT_W))
     return out
+
+
+def sweep_section(result, figs: dict) -> list:
+    """Several treatments against one baseline: the rate response (a sweep), the set of maskers
+    that could be best, and the max-T table beside Holm."""
+    many, best, rate = result.many_to_one, result.best, result.rate_response
+    if not len(many) and not len(rate):
+        return []
+    level = float(many["level"].iloc[0]) if len(many) else 1 - result.alpha
+    out = [pdf.page_break(), para("Rate sweep" if len(rate) else "Several treatments against one baseline", "h2")]
+    if len(rate):
+        out += [para("Per cell, a mixed model of the metric on rate and rate² with a random intercept per seed "
+                     "(quadratic; a straight line where the quadratic has no maximum inside the swept rates: "
+                     "Fit = monotone). Optimum: the rate where the fitted curve peaks; gain: fitted value there minus "
+                     f"at rate 0; {level:.0%} intervals from a parametric bootstrap of the coefficients (each draw "
+                     "takes its own optimum, so the gain's interval includes picking the rate). Figure: the fitted "
+                     f"gain over the baseline per model with its {level:.0%} band, the observed mean gain per rate "
+                     f"(dots) and the optimum with its {level:.0%} interval (triangle and bar).", "small"),
+                # one panel per task: a single panel at full width would print its labels oversized
+                pdf.figure(figs["rate_response"], width=pdf.TEXT_W * min(1.0, 0.6 * rate["task"].nunique())),
+                pdf.table(display_frame(rate, ["n_seeds", "n_rates", "curve", "optimum", "optimum_low",
+                                               "optimum_high", "gain", "gain_low", "gain_high", "p_curvature"]))]
+        for w in sorted({str(w) for w in rate["warning"] if str(w)}):
+            out.append(para(f"Note: {esc(w)}", "small"))
+    if len(result.rate_interaction):
+        out += [para("Does the optimum move with the model? F-test that the response curve (rate and rate² "
+                     "terms) differs between models, seeds as blocks within each model; with parameter counts, "
+                     "also the test that it moves with log model size.", "small"),
+                pdf.table(display_frame(result.rate_interaction, ["task", "n_models", "term", "df_num", "df_den",
+                                                                  "f_stat", "p_interaction"], fold=False))]
+    if len(best):
+        out += [para(f"Which masker could be best? Hsu's multiple comparisons with the best at {level:.0%}: a "
+                     "masker is in the set unless another beats it significantly (the baseline is a candidate). "
+                     "Δ over the baseline of each treatment: the naive t-interval overstates the gain of whichever "
+                     "is picked as best; the selection-adjusted interval (the simultaneous max-T one) does not.",
+                     "small"),
+                pdf.table(_best_display(best))]
+    if len(many):
+        out += [para(f"Every treatment against the baseline, family-wise error held per cell: {level:.0%} "
+                     "simultaneous intervals (Dunnett-type, estimated correlation); p (max-T): single-step max-T "
+                     "over joint sign flips of the seeds; adjusted p: its Westfall–Young step-down; p (Holm): "
+                     "Holm on the paired t-tests, which ignores the treatments' correlation.", "small"),
+                pdf.table(display_frame(many, ["n_pairs", "estimate", "ci_low", "ci_high", "p_maxt", "p_adj",
+                                               "p_holm"]))]
+    return out
+
+
+def _best_display(best: pd.DataFrame) -> pd.DataFrame:
+    """The best-set table: one row per masker (the baseline marked), the adjusted interval named."""
+    shown = best.assign(treatment=[f"{t} (baseline)" if t == b else t
+                                   for t, b in zip(best["treatment"], best["baseline"], strict=True)])
+    out = display_frame(shown, ["task", "model", "treatment", "estimate", "in_best_set", "apparent_best",
+                                "naive_low", "naive_high", "ci_low", "ci_high"], fold=False)
+    level = float(best["level"].iloc[0])
+    return out.rename(columns={"Treatment": "Masker", f"{level:.0%} CI (pts)": f"{level:.0%} selection-adjusted CI (pts)"})
 
 
 def multiboot_section(result) -> list:

@@ -80,6 +80,19 @@ RUN_COLUMNS = ["study", "run_id", "task", "model", "masker", "masker_kind", "see
                "wall_time_s", "train_examples_per_s", "attempts"]
 
 
+def _labels(spec: RunSpec) -> dict:
+    """A run's labels from its spec. ``rate`` is the masker's ``rate`` parameter (0 for the
+    ``none`` masker, NaN for a kind without one) and ``sweep`` its kind and every other parameter:
+    maskers of one sweep differ only in rate (``analysis.rate_response``)."""
+    params = {k: v for k, v in spec.masker.items() if k not in ("name", "kind", "rate")}
+    rate = 0.0 if spec.masker["kind"] == "none" else float(spec.masker.get("rate", float("nan")))
+    sweep = spec.masker["kind"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+                                   if params else "")
+    return {"run_id": spec.run_id, "study": spec.study, "task": spec.task["name"], "model": spec.model["name"],
+            "masker": spec.masker["name"], "masker_kind": spec.masker["kind"], "seed": spec.seed,
+            "rate": rate, "sweep": sweep}
+
+
 def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; returns those created, outermost first."""
     missing = []
@@ -318,15 +331,23 @@ class Store:
             "AND m.name = 'accuracy' AND m.is_final = 1", self.conn)
         df = df.rename(columns={"primary_metric": "metric"})
         if specs is not None:
-            labels = pd.DataFrame([{"run_id": s.run_id, "study": s.study, "task": s.task["name"],
-                                    "model": s.model["name"], "masker": s.masker["name"],
-                                    "masker_kind": s.masker["kind"], "seed": s.seed} for s in specs])
+            labels = pd.DataFrame([_labels(s) for s in specs])
             df = labels.merge(df.drop(columns=["study", "task", "model", "masker", "masker_kind", "seed"]),
                               on="run_id", how="inner")
         if status is not None:
             df = df[df["status"] == status]
         extra = [c for c in df.columns if c not in RUN_COLUMNS]
         return df[RUN_COLUMNS + extra].reset_index(drop=True)
+
+    def load_grid(self, specs: list[RunSpec]) -> pd.DataFrame:
+        """Every run of the grid, whatever its status: the store's rows (as ``load_runs``) and a
+        ``pending`` row for each spec never started. The analysis counts each masker's finished
+        runs from it, so a masker whose runs all failed is named, not silently absent."""
+        df = self.load_runs(specs, status=None)
+        never = [_labels(s) | {"status": "pending"} for s in specs if s.run_id not in set(df["run_id"])]
+        if never:
+            df = pd.concat([df, pd.DataFrame(never)], ignore_index=True)
+        return df
 
     def load_predictions(self, specs: Iterable[RunSpec]) -> pd.DataFrame:
         """Per-example predictions of done runs, labelled like ``load_runs``."""

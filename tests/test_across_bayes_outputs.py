@@ -31,7 +31,8 @@ def _cell_diffs(runs):
 
 
 def _reml_hksj(y, v, level):
-    """Independent REML (direct maximisation of the restricted likelihood) + HKSJ interval."""
+    """Independent REML (direct maximisation of the restricted likelihood) + modified HKSJ
+    interval (variance factor max(1, q))."""
     def neg_restricted(t):
         w = 1 / (v + t)
         mu = np.sum(w * y) / np.sum(w)
@@ -41,7 +42,7 @@ def _reml_hksj(y, v, level):
     w = 1 / (v + tau2)
     mu = np.sum(w * y) / np.sum(w)
     k = y.size
-    se = np.sqrt(np.sum(w * (y - mu) ** 2) / (k - 1) / np.sum(w))
+    se = np.sqrt(max(1.0, np.sum(w * (y - mu) ** 2) / (k - 1)) / np.sum(w))
     half = stats.t.ppf(1 - (1 - level) / 2, k - 1) * se
     pi = stats.t.ppf(1 - (1 - level) / 2, k - 2) * np.sqrt(tau2 + se**2)
     return mu, mu - half, mu + half, tau2, mu - pi, mu + pi
@@ -56,7 +57,7 @@ def test_result_carries_across_and_bayes_tables_checked_independently():
     mu, lo, hi, tau2, pi_lo, pi_hi = _reml_hksj(y, v, 0.9)
     a = res.across.iloc[0]
     assert (a.treatment, a.baseline, a.n_cells, a.method, a.level) == (
-        "typhoon", "random", 6, "reml+hksj", pytest.approx(0.9))
+        "typhoon", "random", 6, "reml+mhksj", pytest.approx(0.9))
     assert (a.estimate, a.ci_low, a.ci_high) == pytest.approx((mu, lo, hi), rel=1e-6)
     assert a.tau2 == pytest.approx(tau2, rel=1e-4, abs=1e-10)
     assert (a.pi_low, a.pi_high) == pytest.approx((pi_lo, pi_hi), rel=1e-5)
@@ -74,7 +75,7 @@ def test_result_carries_across_and_bayes_tables_checked_independently():
     assert across_b.p_better + across_b.p_rope + across_b.p_worse == pytest.approx(1)
     # the summary states the across-cell verdict with the same numbers
     assert (f"Across 6 cells, typhoon vs random: {mu * 100:+.2f} pts [{lo * 100:+.2f}, "
-            f"{hi * 100:+.2f}] (90% CI, REML, HKSJ;") in res.summary
+            f"{hi * 100:+.2f}] (90% CI, REML, modified HKSJ;") in res.summary
     assert f"P(better) = {across_b.p_better:.2f}, P(within ±0.5 pts) = " in res.summary
     assert res.text().startswith(res.summary)
 
@@ -109,3 +110,40 @@ def test_across_forest_plot_draws_cells_diamond_and_prediction_interval():
     a = res.across.iloc[0]
     assert (diamond.min(), diamond.max()) == pytest.approx((a.ci_low * 100, a.ci_high * 100))
     assert any(line.get_label() == "prediction interval" for line in ax.lines)
+
+
+def test_bayesian_probabilities_do_not_display_as_p_values():
+    from analysis.display import display_frame
+    from analysis.tables import to_markdown
+
+    b = pd.DataFrame({"treatment": ["t"], "baseline": ["b"], "p_better": [0.9996],
+                      "p_rope": [0.0], "p_worse": [0.0004], "p_ttest": [0.0004]})
+    shown = display_frame(b).iloc[0]
+    assert (shown["P(better)"], shown["P(in ROPE)"], shown["P(worse)"]) == ("1.000", "0.000", "0.000")
+    assert shown["p (t-test)"] == "< 0.001"  # a p-value still is one
+    md = to_markdown(b)
+    assert md.count("< 0.001") == 1 and "0.0004" in md
+
+
+def test_audit_pairing_names_the_treatment():
+    from analysis import audit_pairing
+
+    runs = _runs([0.01, 0.0], cells=CELLS[:2])
+    audit = audit_pairing(runs, baseline="random")
+    assert "treatment" in audit.columns and "masker" not in audit.columns
+    assert set(audit.treatment) == {"typhoon"} and set(audit.baseline) == {"random"}
+    res = analyze(runs, baseline="random", n_boot=100)
+    assert list(res.audit.columns[:4]) == ["task", "model", "treatment", "baseline"]
+
+
+def test_two_cells_of_different_metrics_are_not_pooled_in_points():
+    """The independent check's study: sentiment (macro-F1) and a token task (weighted F1), one
+    backbone: no across row, no "Across 2 cells" in the summary, a metric on every row."""
+    runs = _runs([0.03, 0.01], cells=[("sentiment", "bert"), ("lid", "bert")])
+    runs["metric"] = runs["task"].map({"sentiment": "macro_f1", "lid": "weighted_f1"})
+    res = analyze(runs, baseline="random", n_boot=100)
+    assert res.across.empty and "across" not in res.tables()
+    assert "Across" not in res.summary
+    assert list(res.bayes.scope) == ["cell", "cell"]
+    assert list(res.bayes.metric) == ["macro_f1", "weighted_f1"]
+    assert list(pd.unique(res.variance.metric)) == ["macro_f1", "weighted_f1"]

@@ -368,3 +368,17 @@ def test_fork_safety_allows_a_mapped_but_uninitialised_cuda_driver(monkeypatch):
     monkeypatch.setattr(builtins, "open", fake_open)
     monkeypatch.setattr(forkserver.os, "listdir", lambda path: ["1"] if "task" in str(path) else os.listdir(path))
     assert forkserver.fork_safety() == ""
+
+
+def test_special_ids_move_to_the_run_device_once(tiny_task):
+    """Copied from the host at every step, they made input-level maskers wait for the GPU once a step."""
+    from dataclasses import replace
+
+    from study.registry import masker_class
+
+    loaded, _, _ = tiny_task
+    context = replace(_context(loaded.tokenizer, loaded), device=torch.device("meta"))
+    cls = masker_class("random-token")
+    masker = cls(cls.Params(rate=0.1), torch.Generator().manual_seed(0), context)
+    assert masker.context.special_ids.device.type == "meta"
+    assert context.special_ids.device.type == "cpu"  # the caller's context is left as it was

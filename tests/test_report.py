@@ -141,7 +141,7 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
     p = synthetic_grid_store(tmp_path, {"mrpc": "f1", "cola": "mcc"}, ("bert", "roberta", "electra"))
     text = pdf_text(write_report(p, tmp_path / "report.pdf"))
     assert "0 of 12 comparisons significant" in text
-    for raw in ("boot_ci_low", "mean_diff", "p_ttest", "n_pairs", "p_val", "0.0000"):
+    for raw in ("boot_ci_low", "mean_diff", "p_ttest", "n_pairs", "p_hksj", "0.0000"):
         assert raw not in text, raw  # human headers, no 4-decimal zeros
     for header in ("Δ (pts)", "95% CI (pts)", "95% BCa CI (pts)", "p (t-test)", "adjusted p", "p (multiboot)",
                    "Seeds for 0.5 pt", "Sign differs (same seed)"):
@@ -149,7 +149,7 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
     assert "Caveat. With 5 paired seeds" in text
     assert "60 of 60 seed pairs audited ok" in text
     for part in ("Bayesian probabilities", "P(better)", "P(in ROPE)", "Across tasks and models",
-                 "Across 6 cells, random vs none", "95% PI (pts)"):
+                 "3 cells (f1)", "3 cells (mcc)", "95% PI (pts)", "p (HKSJ)"):
         assert part in text, part
     out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
     assert out.returncode == 0, out.stderr
@@ -157,8 +157,10 @@ def test_report_of_twelve_comparisons_reads_like_a_paper(tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     across = pd.read_csv(tmp_path / "tables" / "across.csv")
-    assert list(across.treatment) == ["random", "typhoon"] and set(across.n_cells) == {6}
-    assert "Across 6 cells, typhoon vs none" in (tmp_path / "tables" / "summary.txt").read_text()
+    # f1 and mcc cells are pooled apart: one row per comparison and metric
+    assert list(across.treatment) == ["random", "random", "typhoon", "typhoon"]
+    assert list(across.metric) == ["f1", "mcc"] * 2 and set(across.n_cells) == {3}
+    assert "Across 3 cells (f1), typhoon vs none" in (tmp_path / "tables" / "summary.txt").read_text()
 
 
 def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
@@ -180,12 +182,15 @@ def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
 
 
 def test_nothing_to_compare_gives_cell_spread(tmp_path):
-    """Only the baseline's runs are done: analyze and report exit 0 with mean, sd, min, max per cell."""
+    """Only the baseline's runs are done: analyze and report exit 0 with mean, sd, min, max per cell,
+    and name the masker without a finished run (not "the study has one masker")."""
     p = synthetic_grid_store(tmp_path, {"mrpc": "f1"}, ("bert", "roberta"), maskers={"none": 0.0, "random": 0.02},
                              done=("none",))
     out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
     assert out.returncode == 0, out.stderr
-    assert "Nothing to compare" in out.stdout and "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Nothing compared: random: 0 of 10 runs done — not compared; only none has finished runs" in out.stdout
+    assert "one masker" not in out.stdout
     cells = pd.read_csv(tmp_path / "tables" / "cells.csv")
     runs, _ = synthetic_study(tasks={"mrpc": "f1"}, models=("bert", "roberta"),
                               maskers={"none": 0.0, "random": 0.02}, n_examples=200, seed=1)
@@ -197,7 +202,25 @@ def test_nothing_to_compare_gives_cell_spread(tmp_path):
     rep = study_cli("report", p.source, "--out", tmp_path / "r.pdf")
     assert rep.returncode == 0, rep.stderr
     text = pdf_text(tmp_path / "r.pdf")
-    assert "Nothing to compare" in text and "4. Seed spread" in text and "Seed spread per cell" in text
+    assert "random: 0 of 10 runs done — not compared" in text
+    assert "4. Seed spread" in text and "Seed spread per cell" in text
+
+
+def test_a_treatment_whose_runs_all_failed_is_named(tmp_path):
+    """random's runs all failed: the terminal, summary.txt and the tables name it; typhoon is compared."""
+    p = synthetic_grid_store(tmp_path, {"mrpc": "f1"}, ("bert",), done=("none", "typhoon"))
+    with Store(p.store_path) as store:
+        for spec in expand(p):
+            if spec.masker["name"] == "random":
+                store.mark_running(spec.run_id, "h")
+                store.record_failure(spec.run_id, "worker exited with code 1", "RuntimeError: boom", final=True)
+    out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
+    assert out.returncode == 0, out.stderr
+    said = "random: 0 of 5 runs done (5 failed) — not compared"
+    assert said in out.stdout and said in (tmp_path / "tables" / "summary.txt").read_text()
+    assert "1 of 1 comparison" in out.stdout or "0 of 1 comparison" in out.stdout
+    comps = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
+    assert list(comps.treatment) == ["typhoon"]
 
 
 def test_multibootstrap_disagreement_is_explained():

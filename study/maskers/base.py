@@ -21,7 +21,7 @@ This module imports torch only inside the functions that compute with it: the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -79,6 +79,10 @@ class Masker:
     def __init__(self, params: Any, generator: torch.Generator, context: MaskerContext):
         self.params = params
         self.generator = generator
+        # The special ids live where the batches do: copied from the host at every step, they
+        # made every input-level masker wait for the device once a step (seen on an H200).
+        if context.special_ids.device != context.device:
+            context = replace(context, special_ids=context.special_ids.to(context.device))
         self.context = context
         self.masked_count = 0
         self.eligible_count = 0

@@ -55,6 +55,10 @@ def worker_env(threads: int, gpu: int | str | None, slot: str = "", base: dict |
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot must not grab a GPU
     elif gpu != INHERIT:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if gpu is not None:
+        # Packed runs share a GPU: growing segments instead of fixed blocks leaves less memory
+        # stranded in fragments, so a run fails for its own use of memory, not for its neighbours'.
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE  # needed by deterministic cuBLAS; harmless otherwise
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU indices as nvidia-smi numbers them (detect_gpus)
     # pyarrow's bundled jemalloc starts a background thread (seen on a 16-core GPU machine), and a

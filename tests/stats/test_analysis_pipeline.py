@@ -13,7 +13,7 @@ from _analysis_testkit import make_runs, small_study
 
 import analysis
 from analysis import analyze, compare, figures, summary_sentence, write_analysis
-from analysis.summary import across_sentence
+from analysis.summary import across_sentence, selection_sentences
 from analysis.tables import comparisons_latex, latex_escape, to_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +65,22 @@ def test_analysis_result_tables():
     res = analyze(runs, preds, baseline="none", n_boot=200, margin=0.005)
     assert len(res.comparisons) == len(res.multibootstrap) == len(res.disagreement) == 8
     assert len(res.power) == 8 * 4 and res.audit.status.eq("ok").all()
-    assert res.variance.share.sum() == pytest.approx(1.0)
+    # one decomposition per metric (f1, mcc), each summing to 1
+    assert res.variance.groupby("metric").share.sum().to_numpy() == pytest.approx([1.0, 1.0])
     # the per-comparison verdict, then the across-cell verdict (issue 14 phase 2)
-    assert res.summary == summary_sentence(res.comparisons) + across_sentence(res.across, res.bayes)
-    assert " Across 4 cells, random vs none: " in res.summary
+    assert res.summary == (summary_sentence(res.comparisons)
+                           + across_sentence(res.across, res.bayes, res.comparisons)
+                           + selection_sentences(res.many_to_one, res.best, res.rate_response,
+                                                 res.rate_interaction, 0.05))
+    assert " Max-T over the treatments of each cell" in res.summary  # 2 treatments per baseline
+    assert "Rate response" not in res.summary  # no rate column: no sweep
+    # f1 and mcc are pooled apart; each pools 2 cells into an interval wider than either
+    # cell's, so the summary points to the table instead of leading with it
+    assert list(res.across.metric) == ["f1", "mcc"] * 2 and set(res.across.n_cells) == {2}
+    assert "Across 2 cells" not in res.summary
+    assert (" The pooled intervals of random vs none over 2 cells (f1); random vs none over 2 cells "
+            "(mcc);") in res.summary
+    assert "are wider than every one of the pooled cells' own intervals" in res.summary
 
 
 def test_summary_sentence_variants():

@@ -12,9 +12,13 @@ from statsmodels.stats.anova import anova_lm
 from analysis import variance_decomposition
 
 
+def _one_metric() -> pd.DataFrame:
+    """The small study with one metric for both tasks, so every factor is decomposed together."""
+    return small_study()[0].assign(metric="score")
+
+
 def test_matches_statsmodels_type1():
-    study = small_study()
-    runs, _ = study
+    runs = _one_metric()
     ours = variance_decomposition(runs).set_index("component")
     fit = smf.ols("value ~ C(task) + C(model) + C(task):C(model) + C(masker)"
                   " + C(masker):C(task):C(model) + C(seed):C(task):C(model)", data=runs).fit()
@@ -30,8 +34,7 @@ def test_matches_statsmodels_type1():
 
 
 def test_balanced_sums_of_squares_by_hand():
-    study = small_study()
-    runs, _ = study
+    runs = _one_metric()
     ours = variance_decomposition(runs).set_index("component")
     y = runs["value"]
     grand = y.mean()
@@ -60,8 +63,7 @@ def test_single_task_and_constant_values():
 
 
 def test_unbalanced_matches_nested_statsmodels_fits():
-    study = small_study()
-    runs, _ = study
+    runs = _one_metric()
     runs = runs.drop(index=[0, 7, 31]).reset_index(drop=True)  # failed runs: unbalanced
     ours = variance_decomposition(runs).set_index("component")
     terms = ["C(task)", "C(model)", "C(task):C(model)", "C(masker)",
@@ -72,3 +74,19 @@ def test_unbalanced_matches_nested_statsmodels_fits():
     ssr = [f.ssr for f in fits]
     expected = [a - b for a, b in zip(ssr[:-1], ssr[1:], strict=True)] + [ssr[-1]]
     np.testing.assert_allclose(ours["sum_sq"].to_numpy(), expected, atol=1e-10)
+
+
+def test_metrics_are_decomposed_apart():
+    """f1 (mrpc) and mcc (cola) are different units: one decomposition per metric, each
+    equal to the single-metric decomposition of its own runs."""
+    runs = small_study()[0]
+    out = variance_decomposition(runs)
+    assert list(pd.unique(out["metric"])) == ["f1", "mcc"]
+    for metric, part in out.groupby("metric"):
+        alone = variance_decomposition(runs[runs.metric == metric])
+        assert "task" not in set(part.component)
+        assert part["share"].sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(part["sum_sq"], alone["sum_sq"], atol=1e-14)
+        sub = runs[runs.metric == metric]
+        total = float(((sub.value - sub.value.mean()) ** 2).sum())
+        assert part["sum_sq"].sum() == pytest.approx(total, abs=1e-12)
