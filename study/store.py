@@ -380,9 +380,7 @@ class Store:
             raise ValueError(f"unknown export format {fmt!r}; use csv or parquet")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        labels = None if specs is None else pd.DataFrame([
-            {"run_id": s.run_id, "study": s.study, "task": s.task["name"], "model": s.model["name"],
-             "masker": s.masker["name"], "masker_kind": s.masker["kind"], "seed": s.seed} for s in specs])
+        labels = None if specs is None else pd.DataFrame([_labels(s) for s in specs])
         written = []
         for table in tables:
             df = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
@@ -390,7 +388,7 @@ class Store:
                 df = df[df["run_id"].isin(set(labels["run_id"]))]
                 if table == "runs":  # the specs' labels, in the table's own columns
                     by_id = labels.set_index("run_id")
-                    df = df.assign(**{c: df["run_id"].map(by_id[c]) for c in by_id.columns})
+                    df = df.assign(**{c: df["run_id"].map(by_id[c]) for c in by_id.columns if c in df.columns})
             path = out_dir / f"{table}.{fmt}"
             if fmt == "csv":
                 if compress:

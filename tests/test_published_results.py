@@ -351,6 +351,19 @@ def test_publishing_again_replaces_the_earlier_publication(published):
     assert [p.name for p in folder.parent.iterdir()] == ["tiny"]
 
 
+def test_a_masker_renamed_in_the_protocol_is_published_under_its_new_name(published):
+    """runs.csv carries the protocol's labels, as the analysis does, so the check still pairs them."""
+    tmp, _, _ = published
+    renamed = {**TINY_LEARNING, "maskers": [TINY_LEARNING["maskers"][0], {**TINY_LEARNING["maskers"][1], "name": "r50"}]}
+    path = write_protocol(tmp, tiny_protocol_dict(store="runs/tiny.sqlite", **renamed), "renamed.yaml")
+    code, text = cli_in_process("publish", path, "--out", tmp / "renamed", cwd=tmp)
+    assert code == 0, text[-2000:]
+    runs = pd.read_csv(tmp / "renamed" / "runs.csv")
+    assert sorted(runs["masker"].unique()) == ["none", "r50"]
+    assert pd.read_csv(tmp / "renamed" / "comparisons.csv")["treatment"].tolist() == ["r50"]
+    assert check_study(tmp / "renamed") == (1, [])
+
+
 def test_predictions_over_the_limit_are_left_out_and_said(published, monkeypatch):
     from study.cli import _analysis_result
     from study.protocol import load_protocol
