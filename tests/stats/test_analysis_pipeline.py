@@ -78,9 +78,10 @@ def test_analysis_result_tables():
     # cell's, so the summary points to the table instead of leading with it
     assert list(res.across.metric) == ["f1", "mcc"] * 2 and set(res.across.n_cells) == {2}
     assert "Across 2 cells" not in res.summary
-    assert (" The pooled intervals of random vs none over 2 cells (f1); random vs none over 2 cells "
-            "(mcc);") in res.summary
-    assert "are wider than every one of the pooled cells' own intervals" in res.summary
+    assert (" The pooled intervals of 4 comparisons over 2–3 cells are wider than every one of "
+            "the pooled cells' own intervals") in res.summary
+    one = across_sentence(res.across.iloc[:1], res.bayes, res.comparisons)
+    assert one.startswith(" The pooled interval of random vs none over 2 cells (f1) is wider")
 
 
 def test_summary_sentence_variants():
