@@ -19,9 +19,10 @@ EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 def _load(path: str):
     """The validated protocol, after checking its store can be used (every command, before anything runs)."""
     from study.protocol import load_protocol
-    from study.storecheck import check_store
+    from study.storecheck import check_store, check_store_moved
 
     p = load_protocol(path)
+    check_store_moved(p)
     check_store(p.store_path, study=p.name, source=p.source)
     return p
 

@@ -193,7 +193,14 @@ class Protocol:
 
     @property
     def store_path(self) -> Path:
-        return Path(self.store)
+        """The results store: ``store:`` relative to the protocol's folder, like data and plugins
+        (a protocol without a file, built in Python, resolves it against the working directory)."""
+        return self.base_dir / Path(self.store).expanduser()
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths of the protocol are read from: the protocol file's."""
+        return Path(self.source).parent.absolute() if self.source else Path.cwd()
 
     def masker(self, name: str) -> MaskerConfig:
         return next(m for m in self.maskers if m.name == name)
