@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch is installed first and pinned, so that resolving the other
 # dependencies never pulls the multi-GB CUDA build. GPU users: make TORCH='torch' (or your build).
 TORCH  ?= torch==2.13.0
-EXTRAS ?= test,ray,slurm,parquet
+EXTRAS ?= test,ray,slurm,parquet,mlflow
 
 .PHONY: setup demo example test lint clean-demo
 

@@ -91,10 +91,12 @@ def _check_data(p) -> None:
 
 def cmd_validate(args) -> int:
     from study.spec import expand
+    from study.tracking import check_installed
 
     for path in args.protocols:
         p = _load(path)
         _check_data(p)
+        check_installed(p)
         n = len(expand(p))
         print(f"{path}: ok — {len(p.seeds)} seeds × {len(p.tasks)} tasks × {len(p.models)} models × "
               f"{len(p.maskers)} maskers = {n} runs; store {p.store}")
@@ -156,11 +158,15 @@ def cmd_analyze(args) -> int:
 
     p = _load(args.protocol)
     out = _writable_output(p, _report_dir(p, args.out), "--out" if args.out else "output folder")
+    tracking = _tracking(p)
     runs, preds = _analysis_inputs(p)
     with warnings.catch_warnings():  # result.text() prints them, once, as the report does
         warnings.simplefilter("ignore", AnalysisWarning)
         result = analyze(runs, preds, **p.analysis_options())
-    write_result(result, out)
+    files = write_result(result, out)
+    if tracking:
+        tracking.log_artifacts(sorted(files.values()), "tables")
+        tracking.close()
     # The terminal shows what summary.txt and the report show, rendered from the result.
     first, table = next(iter(result.tables().items()))
     print(to_markdown(table, MD_COLUMNS.get(first)))
@@ -175,8 +181,53 @@ def cmd_report(args) -> int:
     p = _load(args.protocol)
     out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf",
                            "--out" if args.out else "report file", is_file=True)
+    tracking = _tracking(p)
     path = write_report(p, out)
     print(f"report written to {path}")
+    if tracking:
+        tracking.log_artifacts([path], "report")
+        tracking.close()
+    return EXIT_OK
+
+
+def _tracking(p):
+    """The protocol's tracking sinks (None without a ``tracking:`` block); exit 2 if one's package is missing."""
+    from study.tracking import Tracking
+
+    return Tracking.from_protocol(p, _grid(p))
+
+
+def cmd_track(args) -> int:
+    """Push a store into the protocol's tracking sinks, back-filling what they missed."""
+    from study.scheduler.lock import DriverLock, StoreLocked
+    from study.scheduler.run import EXIT_LOCKED
+
+    p = _load(args.protocol)
+    if not p.tracking:
+        raise UserError(f"{p.source}: tracking: the protocol lists no tracking sink. Fix: add "
+                        "`tracking: [{sink: mlflow}]` (README \"Tracking\").")
+    tracking = _tracking(p)
+    specs = _grid(p)
+    with _open_store(p, must_exist=True) as store:
+        try:
+            with DriverLock(store, backend="track"):  # one writer of the sinks: never beside a running `study run`
+                written = tracking.push(store)
+                reports = _report_dir(p, None)
+                tables = sorted(f for f in reports.glob("*") if f.is_file() and f.suffix != ".pdf")
+                if tables:
+                    tracking.log_artifacts(tables, "tables")
+                if (reports / "report.pdf").is_file():
+                    tracking.log_artifacts([reports / "report.pdf"], "report")
+                tracking.close()
+                finished = sum(store.counts([s.run_id for s in specs])[k] for k in ("done", "failed"))
+        except StoreLocked as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_LOCKED
+    if tracking.failed:
+        return EXIT_RUNS_FAILED
+    for cfg in p.tracking:
+        print(f"{p.name}: {cfg.sink}: {written} run(s) pushed, {finished - written} already there "
+              f"({finished} finished run(s) in the store)")
     return EXIT_OK
 
 
@@ -232,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("protocol")
     rep.add_argument("--out", help="PDF path (default reports/<name>/report.pdf)")
     rep.set_defaults(fn=cmd_report)
+    tr = sub.add_parser("track", help="push the store's finished runs (and tables, report) into the protocol's "
+                                      "tracking sinks, back-filling what they missed")
+    tr.add_argument("protocol")
+    tr.set_defaults(fn=cmd_track)
     e = sub.add_parser("export", help="export the store's tables as CSV or parquet")
     e.add_argument("protocol")
     e.add_argument("--format", choices=["csv", "parquet"], default="csv")

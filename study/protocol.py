@@ -188,6 +188,8 @@ class Protocol:
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
     # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
     plugins: tuple = ()
+    # tracking sinks (study.tracking.SinkConfig): copies of the store in MLflow ...; never in a run_id
+    tracking: tuple = ()
     source: str | None = None  # the file it came from
     sha256: str = ""  # hash of the file's bytes, printed in reports
 
@@ -379,11 +381,13 @@ def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Prot
     maskers_raw = data.pop("maskers", None)
     # Plugins first: they register the masker kinds the maskers list may use.
     plugins = _load_plugins(conv, data.pop("plugins", []), Path(file).parent if file else None)
-    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "", skip=("source", "sha256", "plugins"))
+    tracking = _parse_tracking(conv, data.pop("tracking", None))
+    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "",
+                          skip=("source", "sha256", "plugins", "tracking"))
     maskers = _parse_maskers(conv, maskers_raw, plugins)
     tasks = _resolve_task_files(conv, base.tasks, Path(file).parent if file else Path.cwd(), base.local_data)
     proto = dataclasses.replace(base, seeds=seeds, maskers=maskers, source=file, sha256=sha256, plugins=plugins,
-                                tasks=tasks)
+                                tasks=tasks, tracking=tracking)
     _check_semantics(conv, proto)
     return proto
 
@@ -459,6 +463,12 @@ def _load_plugins(conv: _Converter, raw, base_dir: Path | None) -> tuple:
         except plugins.PluginError as e:
             conv.fail(f"plugins[{i}]", e.problem, e.fix)
     return tuple(loaded)
+
+
+def _parse_tracking(conv: _Converter, raw) -> tuple:
+    from study.tracking import parse_tracking
+
+    return parse_tracking(conv, raw)
 
 
 def _parse_maskers(conv: _Converter, raw, plugins: tuple = ()) -> tuple[MaskerConfig, ...]:
