@@ -57,3 +57,59 @@ def test_a_store_at_the_old_working_directory_place_says_how_to_move_it(tmp_path
         assert f"mv {tmp_path / 'runs' / 'tiny.sqlite'}*" in err
         assert str(study / "runs") in err and "absolute path" in err
     assert not (study / "runs").exists()  # nothing written at the new place
+
+
+# -- a smoothed ETA ------------------------------------------------------------------------
+
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class _Spec:
+    def __init__(self, i):
+        self.label = f"run{i}"
+
+
+class _Result:
+    primary_metric, final_metrics, wall_time_s = "acc", {"acc": 0.5}, 30.0
+
+
+def _simulated_etas(monkeypatch, durations, slots):
+    """(time, ETA) every second of a grid run on ``slots`` slots with these run times (a fake clock)."""
+    import study.progress as progress
+
+    clock = _Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    p = progress.Progress(total=len(durations), stream=io.StringIO(), tty=False, slots=slots)
+    queue = list(enumerate(durations))
+    running: dict[int, float] = {}
+    out = []
+    start = clock.t
+    while queue or running:
+        while queue and len(running) < slots:
+            i, d = queue.pop(0)
+            running[i] = clock.t + d
+            p.started(_Spec(i))
+        for i, end in list(running.items()):
+            if end <= clock.t:
+                del running[i]
+                p.finished(_Spec(i), _Result())
+        out.append((clock.t - start, p.eta_s()))
+        clock.t += 1
+    return out, clock.t - 1 - start
+
+
+def test_the_eta_is_smooth_and_honest_between_waves_of_finishes(monkeypatch):
+    # the demo: 12 runs of ~33 s (a few seconds apart) on 2 slots
+    durations = [33, 35, 31, 34, 36, 30, 33, 32, 35, 34, 31, 33]
+    etas, total = _simulated_etas(monkeypatch, durations, slots=2)
+    after_first = [(t, e) for t, e in etas if e is not None and t >= 31]
+    assert after_first and all(e is None for t, e in etas if t < 30)  # nothing to go on before a run ends
+    for t, eta in after_first[:-1]:
+        assert abs((t + eta) - total) <= 0.12 * total, (t, eta, total)  # projected end within 12 %
+    steps = [abs(b[1] - a[1]) for a, b in zip(after_first, after_first[1:])]
+    assert max(steps) <= 20  # one second later the ETA moves by seconds, not minutes
