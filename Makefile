@@ -25,6 +25,8 @@ demo: setup
 	$(BIN)/study run protocols/demo.yaml
 	$(BIN)/study analyze protocols/demo.yaml
 	$(BIN)/study report protocols/demo.yaml
+	@echo "Next: activate the environment, then use study yourself (README \"Quick start\"):"
+	@echo "  source $(VENV)/bin/activate && study status protocols/demo.yaml"
 
 # Your own masker (examples/span_masking.py) on your own CSV data, offline (README "Masker plugins").
 example: setup

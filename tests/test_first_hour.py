@@ -113,3 +113,25 @@ def test_the_eta_is_smooth_and_honest_between_waves_of_finishes(monkeypatch):
         assert abs((t + eta) - total) <= 0.12 * total, (t, eta, total)  # projected end within 12 %
     steps = [abs(b[1] - a[1]) for a, b in zip(after_first, after_first[1:])]
     assert max(steps) <= 20  # one second later the ETA moves by seconds, not minutes
+
+
+# -- `study` not found after `make demo` ---------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_make_demo_ends_with_the_command_to_use_next_and_the_quick_start_says_to_activate():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = [ln for ln in dry.splitlines() if ln.strip()]
+    assert "study report protocols/demo.yaml" in lines[-3]
+    assert lines[-1].startswith("echo") and "source .venv/bin/activate && study status protocols/demo.yaml" in lines[-1]
+    readme = (REPO / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("### The demo's verdict")]
+    assert "source .venv/bin/activate" in quick
