@@ -97,6 +97,10 @@ def cmd_validate(args) -> int:
         p = _load(path)
         _check_data(p)
         check_installed(p)
+        if args.smoke:
+            from study.smoke import check_maskers
+
+            check_maskers(p)
         n = len(expand(p))
         print(f"{path}: ok — {len(p.seeds)} seeds × {len(p.tasks)} tasks × {len(p.models)} models × "
               f"{len(p.maskers)} maskers = {n} runs; store {p.store}")
@@ -247,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check protocol files without building anything")
     v.add_argument("protocols", nargs="+")
+    v.add_argument("--no-smoke", dest="smoke", action="store_false",
+                   help="skip the masker smoke test (two training steps of every masker, plugins included, on a "
+                        "small batch with a 1-layer model, in a child process)")
     v.set_defaults(fn=cmd_validate)
     gpus_help = ("GPUs to use: a count (2), a list (0,2) or none; default: detected. A count above the real "
                  "GPUs makes fake slots (dry runs, tests)")

@@ -111,7 +111,7 @@ def test_the_eta_is_smooth_and_honest_between_waves_of_finishes(monkeypatch):
     assert after_first and all(e is None for t, e in etas if t < 30)  # nothing to go on before a run ends
     for t, eta in after_first[:-1]:
         assert abs((t + eta) - total) <= 0.12 * total, (t, eta, total)  # projected end within 12 %
-    steps = [abs(b[1] - a[1]) for a, b in zip(after_first, after_first[1:])]
+    steps = [abs(b[1] - a[1]) for a, b in zip(after_first[:-1], after_first[1:], strict=True)]
     assert max(steps) <= 20  # one second later the ETA moves by seconds, not minutes
 
 
@@ -135,3 +135,102 @@ def test_make_demo_ends_with_the_command_to_use_next_and_the_quick_start_says_to
     readme = (REPO / "README.md").read_text()
     quick = readme[readme.index("## Quick start"):readme.index("### The demo's verdict")]
     assert "source .venv/bin/activate" in quick
+
+
+# -- plugins: documented inputs, smoke-tested by validate, deterministic errors not retried ----
+
+# A plugin written from the README's table of what each hook receives, asserting every claim
+# it relies on, and using the documented helpers.
+DOCUMENTED_PLUGIN = '''
+from dataclasses import dataclass
+
+from study.maskers import Masker, register
+
+
+@dataclass(frozen=True)
+class DocParams:
+    rate: float = 0.2
+
+
+@register("doc-check")
+class DocCheck(Masker):
+    Params = DocParams
+    level = "input"
+
+    def setup(self, model, tokenizer, train_batches, total_steps):
+        assert isinstance(train_batches, list) and all(isinstance(x, dict) for x in train_batches)
+        first = train_batches[0]
+        for key in ("input_ids", "attention_mask", "_word_ids", "_sequence_ids"):
+            assert isinstance(first[key], list) and all(isinstance(t, int) for t in first[key]), key
+        assert isinstance(first["label"], int) and isinstance(total_steps, int)
+        self.seen_setup = len(train_batches)
+
+    def apply(self, batch, step):
+        import torch
+
+        from study.maskers.base import eligible_positions
+        from study.maskers.input_level import replace_tokens
+
+        ids = batch["input_ids"]
+        assert ids.dim() == 2 and ids.dtype == torch.long and batch["labels"].shape == ids.shape[:1]
+        assert batch["_word_ids"].shape == ids.shape and isinstance(step, int)
+        eligible = eligible_positions(ids, batch["attention_mask"], self.context.special_ids)
+        draw = torch.rand(ids.shape, generator=self.generator, device=self.generator.device)
+        chosen = (draw < self.params.rate).to(ids.device) & eligible
+        self.record_tensors(chosen, eligible)
+        return replace_tokens(batch, chosen, self.context.replacement_id)
+'''
+
+# What the README used to suggest: ``setup`` receives batches (of tensors).
+SETUP_AS_ONCE_DOCUMENTED = DOCUMENTED_PLUGIN.replace(
+    "assert isinstance(train_batches, list) and", "width = train_batches[0]['input_ids'].shape[1]\n        assert")
+APPLY_FAILS_AT_STEP_1 = DOCUMENTED_PLUGIN.replace(
+    'ids = batch["input_ids"]\n', 'ids = batch["input_ids"]\n        if step == 1:\n'
+    "            raise ValueError('span longer than the sequence')\n")
+
+
+def _plugin_protocol(tmp: Path, source: str, **overrides) -> Path:
+    (tmp / "my_masker.py").write_text(source)
+    data = tiny_protocol_dict(plugins=["my_masker.py"], seeds=[0],
+                              maskers=[{"name": "none", "kind": "none"}, {"name": "mine", "kind": "doc-check"}],
+                              **overrides)
+    return write_protocol(tmp, data)
+
+
+def test_validate_smoke_tests_a_plugin_written_from_the_documentation(tmp_path):
+    from protocoltools import study_cli
+
+    out = study_cli("validate", _plugin_protocol(tmp_path, DOCUMENTED_PLUGIN), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "maskers ok — 2 masker(s) trained 2 steps" in out.stderr
+
+
+def test_validate_names_the_plugin_the_hook_and_the_error_before_any_training(tmp_path):
+    from protocoltools import study_cli
+
+    for source, says in ((SETUP_AS_ONCE_DOCUMENTED, "setup raised AttributeError: 'list' object has no attribute 'shape'"),
+                         (APPLY_FAILS_AT_STEP_1, "apply raised ValueError: span longer than the sequence")):
+        out = study_cli("validate", _plugin_protocol(tmp_path, source), cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert "plugins[0] (my_masker.py): masker 'mine' (kind 'doc-check'): " in out.stderr and says in out.stderr
+        assert "my_masker.py:" in out.stderr and "Traceback" not in out.stderr
+        assert not (tmp_path / "runs").exists()
+    assert "at step 1" in out.stderr
+    skipped = study_cli("validate", "--no-smoke", _plugin_protocol(tmp_path, APPLY_FAILS_AT_STEP_1), cwd=tmp_path)
+    assert skipped.returncode == 0, skipped.stderr
+
+
+def test_a_plugin_error_is_not_retried(tmp_path):
+    import sqlite3
+
+    from protocoltools import study_cli
+
+    proto = _plugin_protocol(tmp_path, APPLY_FAILS_AT_STEP_1, execution={"max_attempts": 3, "threads_per_run": 1})
+    out = study_cli("run", proto, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    con = sqlite3.connect(tmp_path / "runs" / "tiny.sqlite")
+    rows = dict(con.execute("SELECT masker, status || ' ' || attempts FROM runs"))
+    assert rows == {"none": "done 1", "mine": "failed 1"}
+    (message,) = con.execute("SELECT message FROM events WHERE kind = 'failure'").fetchone()
+    assert "apply raised ValueError: span longer than the sequence (my_masker.py:" in message
+    assert "at step 1" in message and "not retried" in message

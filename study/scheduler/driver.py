@@ -230,7 +230,7 @@ class Driver:
         repacked = self.backend.on_oom(job) if outcome.oom else None
         if repacked:
             job.free_retries += 1
-        final = job.attempt - job.free_retries >= self.max_attempts
+        final = job.attempt - job.free_retries >= self.max_attempts or outcome.plugin_fault
         message = outcome.message + (f" (attempt {job.attempt}, on {job.where})" if job.where else "")
         if repacked:
             message += f"; out of memory: {repacked}"
