@@ -1,5 +1,6 @@
-"""``study validate``'s masker smoke test: every masker of a protocol, plugins included, runs its
-hooks (``setup``, ``attach``, ``apply``, ``after_backward``, ``detach``, ``state``) for two real
+"""``study validate``'s masker smoke test, and what ``max_length`` cuts.
+
+Every masker of a protocol, plugins included, runs its hooks (``setup``, ``attach``, ``apply``, ``after_backward``, ``detach``, ``state``) for two real
 training steps on a small real batch of the protocol's first task, with a tiny model (the
 built-in MiniLM cut to one layer), before any training is spent.
 
@@ -7,7 +8,8 @@ It runs in a child process (``python -m study.smoke PROTOCOL``), so ``study vali
 stays torch-free. A masker whose plugin code raises — or that breaks the training loop where the
 ``none`` masker does not — makes ``validate`` exit 2 naming the plugin, the hook and the error.
 When the data or the tiny model cannot be loaded here (a hub dataset offline), the smoke test
-says so and checks nothing: that is not the masker's fault.
+says so and checks nothing: that is not the masker's fault. The child also measures, per task
+and model, the share of examples (token tasks: and words) ``max_length`` cuts.
 """
 
 from __future__ import annotations
@@ -75,7 +77,29 @@ def child(protocol_path: str) -> int:
     print(json.dumps({"masker": None, **_smoke(reference)}), flush=True)
     for name, spec in first.items():
         print(json.dumps({"masker": name, "kind": spec.masker["kind"], **_smoke(spec)}), flush=True)
+    for task in p.tasks:
+        for model in p.models:
+            print(json.dumps({"truncation": f"{task.name}/{model.name}", **_truncation(p, task, model)}), flush=True)
     return 0
+
+
+def _truncation(p, task, model) -> dict:
+    """What ``max_length`` cuts of this task's (subsampled) data with this model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from study.models import resolve_source
+    from study.tasks import load_task
+    from study.train import encode
+    from study.truncation import truncation
+
+    try:
+        data = load_task(task)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_source(model.source))
+    except Exception as e:  # noqa: BLE001  (offline hub, missing files: not measured, not an error)
+        return {"error": _first_line(e)}
+    n = p.training.max_length
+    return {split: truncation(tokenizer, examples, encode(tokenizer, examples, n), n)
+            for split, examples in (("train", data.train), ("eval", data.eval))}
 
 
 def check_maskers(protocol, stream=None) -> None:
@@ -89,6 +113,8 @@ def check_maskers(protocol, stream=None) -> None:
         print(f"{protocol.source}: warning: the masker smoke test did not run ({tail[:300]}); maskers not checked",
               file=stream)
         return
+    cuts = [ln for ln in lines if "truncation" in ln]
+    lines = [ln for ln in lines if "truncation" not in ln]
     reference, results = lines[0], lines[1:]
     for r in results:
         if r["ok"]:
@@ -112,6 +138,13 @@ def check_maskers(protocol, stream=None) -> None:
                         "plugins\" says what each hook receives and returns); nothing was trained.")
     print(f"{protocol.source}: maskers ok — {len(results)} masker(s) trained 2 steps on a small batch of "
           f"{protocol.tasks[0].name} with a 1-layer MiniLM", file=stream)
+    from study.truncation import describe
+
+    for c in cuts:
+        what = (f"not measured ({c['error']})" if "error" in c else
+                f"train {describe(c['train'])}; eval {describe(c['eval'])}")
+        print(f"{protocol.source}: max_length {protocol.training.max_length} cuts, {c['truncation']}: {what}",
+              file=stream)
 
 
 if __name__ == "__main__":

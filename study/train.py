@@ -30,6 +30,7 @@ from study.env import capture_env
 from study.maskers.base import MaskerContext
 from study.models import load_model
 from study.plugins import load_plugins_of
+from study.truncation import truncation
 from study.precision import Precision, configure_tf32
 from study.protocol import TaskConfig
 from study.registry import masker_class
@@ -324,7 +325,9 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         masker.detach()
 
     env = capture_env(device)
-    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names))
+    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names),
+               truncation={"train": truncation(tokenizer, task.train, train_items, training["max_length"]),
+                           "eval": truncation(tokenizer, task.eval, eval_items, training["max_length"])})
     t_train = pos["t_train"]
     selected = pos["epoch_records"][-1]["epoch"]
     if select_best:
