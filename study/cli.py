@@ -183,10 +183,10 @@ def cmd_report(args) -> int:
     from study.report import write_report
 
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf",
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / f"report.{args.format}",
                            "--out" if args.out else "report file", is_file=True)
     tracking = _tracking(p)
-    path = write_report(p, out)
+    path = write_report(p, out, args.format)
     print(f"report written to {path}")
     if tracking:
         tracking.log_artifacts([path], "report")
@@ -217,11 +217,12 @@ def cmd_track(args) -> int:
             with DriverLock(store, backend="track"):  # one writer of the sinks: never beside a running `study run`
                 written = tracking.push(store)
                 reports = _report_dir(p, None)
-                tables = sorted(f for f in reports.glob("*") if f.is_file() and f.suffix != ".pdf")
+                reports_written = [reports / f"report.{f}" for f in ("pdf", "html") if (reports / f"report.{f}").is_file()]
+                tables = sorted(f for f in reports.glob("*") if f.is_file() and f not in reports_written)
                 if tables:
                     tracking.log_artifacts(tables, "tables")
-                if (reports / "report.pdf").is_file():
-                    tracking.log_artifacts([reports / "report.pdf"], "report")
+                if reports_written:
+                    tracking.log_artifacts(reports_written, "report")
                 tracking.close()
                 finished = sum(store.counts([s.run_id for s in specs])[k] for k in ("done", "failed"))
         except StoreLocked as e:
@@ -286,9 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("protocol")
     a.add_argument("--out", help="output folder (default reports/<name>/)")
     a.set_defaults(fn=cmd_analyze)
-    rep = sub.add_parser("report", help="write the PDF report from the store")
+    rep = sub.add_parser("report", help="write the report (PDF, or one self-contained HTML page) from the store")
     rep.add_argument("protocol")
-    rep.add_argument("--out", help="PDF path (default reports/<name>/report.pdf)")
+    rep.add_argument("--format", choices=["pdf", "html"], default="pdf",
+                     help="pdf (default) or html: the same content; the HTML page embeds its figures and sorts "
+                          "its tables with no network")
+    rep.add_argument("--out", help="file path (default reports/<name>/report.pdf or report.html)")
     rep.set_defaults(fn=cmd_report)
     tr = sub.add_parser("track", help="push the store's finished runs (and tables, report) into the protocol's "
                                       "tracking sinks, back-filling what they missed")

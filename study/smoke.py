@@ -98,8 +98,9 @@ def _truncation(p, task, model) -> dict:
     except Exception as e:  # noqa: BLE001  (offline hub, missing files: not measured, not an error)
         return {"error": _first_line(e)}
     n = p.training.max_length
-    return {split: truncation(tokenizer, examples, encode(tokenizer, examples, n), n)
-            for split, examples in (("train", data.train), ("eval", data.eval))}
+    return {"metric": task.metric or data.primary_metric, "labels": list(data.label_names),
+            **{split: truncation(tokenizer, examples, encode(tokenizer, examples, n), n)
+               for split, examples in (("train", data.train), ("eval", data.eval))}}
 
 
 def check_maskers(protocol, stream=None) -> None:
@@ -138,8 +139,15 @@ def check_maskers(protocol, stream=None) -> None:
                         "plugins\" says what each hook receives and returns); nothing was trained.")
     print(f"{protocol.source}: maskers ok — {len(results)} masker(s) trained 2 steps on a small batch of "
           f"{protocol.tasks[0].name} with a 1-layer MiniLM", file=stream)
+    from study.metricnames import metric_label
     from study.truncation import describe
 
+    named = {}
+    for c in cuts:
+        task = c["truncation"].split("/")[0]
+        if "labels" in c and task not in named:
+            named[task] = metric_label(c["metric"], c["labels"])
+            print(f"{protocol.source}: task {task}: primary metric {named[task]}; labels {c['labels']}", file=stream)
     for c in cuts:
         what = (f"not measured ({c['error']})" if "error" in c else
                 f"train {describe(c['train'])}; eval {describe(c['eval'])}")

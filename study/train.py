@@ -30,7 +30,6 @@ from study.env import capture_env
 from study.maskers.base import MaskerContext
 from study.models import load_model
 from study.plugins import load_plugins_of
-from study.truncation import truncation
 from study.precision import Precision, configure_tf32
 from study.protocol import TaskConfig
 from study.registry import masker_class
@@ -39,6 +38,7 @@ from study.seeding import configure_determinism, fingerprint, seed_everything, s
 from study.spec import RunSpec
 from study.tasks import load_task
 from study.tokens import encode_words, scored_words
+from study.truncation import truncation
 
 # Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
 PRIVATE_PREFIX = "_"

@@ -234,3 +234,31 @@ def test_a_plugin_error_is_not_retried(tmp_path):
     (message,) = con.execute("SELECT message FROM events WHERE kind = 'failure'").fetchone()
     assert "apply raised ValueError: span longer than the sequence (my_masker.py:" in message
     assert "at step 1" in message and "not retried" in message
+
+
+# -- file checks list every bad row ------------------------------------------------------------
+
+def test_file_checks_list_the_first_ten_bad_rows_with_their_line_numbers_and_the_count(tmp_path):
+    import csv
+
+    # A quoted text spanning two lines shifts every later row's line number: line numbers, not row
+    # indices, are what an editor shows.
+    rows = [("a fine day", "pos"), ("two\nlines", "neg")] + [(f"t{i}", "" if i % 2 else "pos") for i in range(30)]
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    (tmp_path / "eval.csv").write_text("text,label\nok,pos\nfine,neg\n")
+    data = tiny_protocol_dict(tasks=[{"name": "mine", "dataset": "file", "train_file": "train.csv",
+                                      "eval_file": "eval.csv", "text_fields": ["text"]}])
+    code, _, err = run_cli("validate", "--no-smoke", write_protocol(tmp_path, data))
+    assert code == 2
+    # independently: the 1-based line of every row with an empty label (header line 1, row 2 spans 2 lines)
+    line, expected = 2, []
+    for text, label in rows:
+        if not label:
+            expected.append(line)
+        line += text.count("\n") + 1
+    assert len(expected) == 15
+    shown = "; ".join(f"line {n}: a NaN or empty 'label' label" for n in expected[:10])
+    assert f"train.csv: 15 bad row(s) (the first 10 shown): {shown}. Fix:" in err
