@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 MINUS = "−"  # U+2212: numbers use the minus sign, never the hyphen
+_NUMBER_HYPHEN = re.compile(r"(?<![\w.\-/])-(?=\.?\d)")  # "-0.68", " -1e-3"; not "sst-2", "2026-12-04"
 
 
 @dataclass
@@ -71,12 +73,15 @@ class Document:
 
 
 def esc(text) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Plain text for a paragraph or heading; a hyphen before a number becomes the minus sign
+    ("[-0.68, +2.66]" → "[−0.68, +2.66]"), so sentences composed elsewhere read like the tables."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _NUMBER_HYPHEN.sub(MINUS, text)
 
 
 def code(text) -> str:
     """User text (a path, a file name) in a fixed-width face."""
-    return f"<code>{esc(text)}</code>"
+    return "<code>" + str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</code>"
 
 
 def fmt(value, digits: int = 4) -> str:

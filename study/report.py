@@ -96,7 +96,9 @@ def design_section(p: Protocol, all_runs: pd.DataFrame) -> list:
                              "Parameters": ", ".join(f"{k}={v}" for k, v in m.to_dict().items()
                                                      if k not in ("name", "kind")) or "–"} for m in p.maskers])
     # Settings keep their protocol key names: that is where a reader changes them.
-    training = pd.DataFrame([{"Setting (protocol key)": k, "Value": v} for k, v in p.training.__dict__.items()])
+    training = pd.DataFrame([{"Setting (protocol key)": k, "Value": f"{v:g}".replace("-", doc.MINUS)
+                              if isinstance(v, float) else ("–" if v is None else str(v))}
+                             for k, v in p.training.__dict__.items()])
     out += [para("Tasks", "h2"), doc.table(tasks), para("Models", "h2"), doc.table(models),
             para("Maskers", "h2"), doc.table(maskers, widths=[0.2, 0.2, 0.6]),
             para("Training", "h2"), doc.table(training, widths=[0.3, 0.3])]
