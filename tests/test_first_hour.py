@@ -234,6 +234,22 @@ def test_a_plugin_error_is_not_retried(tmp_path):
     (message,) = con.execute("SELECT message FROM events WHERE kind = 'failure'").fetchone()
     assert "apply raised ValueError: span longer than the sequence (my_masker.py:" in message
     assert "at step 1" in message and "not retried" in message
+    # the run records what max_length cut, counted here independently from untruncated tokenizations
+    import json
+
+    from transformers import AutoTokenizer
+
+    from study.models import resolve_source
+    from study.protocol import TaskConfig
+    from study.tasks import load_task
+
+    (env,) = con.execute("SELECT env FROM runs WHERE masker = 'none'").fetchone()
+    tok = AutoTokenizer.from_pretrained(resolve_source("builtin:minilm-l6"))
+    task = load_task(TaskConfig(**tiny_protocol_dict()["tasks"][0]))
+    n = tiny_protocol_dict()["training"]["max_length"]
+    assert json.loads(env)["truncation"] == {
+        split: {"examples": sum(len(tok(e.text_a)["input_ids"]) > n for e in examples), "of": len(examples)}
+        for split, examples in (("train", task.train), ("eval", task.eval))}
 
 
 # -- file checks list every bad row ------------------------------------------------------------
@@ -262,3 +278,54 @@ def test_file_checks_list_the_first_ten_bad_rows_with_their_line_numbers_and_the
     assert len(expected) == 15
     shown = "; ".join(f"line {n}: a NaN or empty 'label' label" for n in expected[:10])
     assert f"train.csv: 15 bad row(s) (the first 10 shown): {shown}. Fix:" in err
+
+
+# -- truncation counted -------------------------------------------------------------------------
+
+def test_truncation_counts_what_max_length_cuts_against_an_untruncated_tokenization(tmp_path):
+    from transformers import AutoTokenizer
+
+    from study.models import resolve_source
+    from study.protocol import TaskConfig
+    from study.tasks import load_task
+    from study.tasks.base import Example
+    from study.train import encode
+    from study.truncation import truncation
+
+    tok = AutoTokenizer.from_pretrained(resolve_source("builtin:minilm-l6"))
+    task = load_task(TaskConfig(name="t", dataset="tweets-sentiment", max_train_examples=300))
+    for n in (16, 32, 48):
+        items = encode(tok, task.train, n)
+        expected = sum(len(tok(e.text_a)["input_ids"]) > n for e in task.train)
+        assert truncation(tok, task.train, items, n) == {"examples": expected, "of": 300}
+        assert 0 < expected < 300 if n < 48 else expected >= 0
+    # token task: a word is cut when its first subword would sit at or after position max_length - 1
+    words = [tuple(f"w{i}x{'y' * (i % 7)}" for i in range(k)) for k in (3, 9, 20, 40)]
+    examples = [Example(f"s{j}", " ".join(w), None, 0, w, tuple(0 for _ in w)) for j, w in enumerate(words)]
+    n = 24
+    items = encode(tok, examples, n)
+    cut = []
+    for w in words:
+        ids = tok(list(w), is_split_into_words=True)
+        firsts = [i for i, wid in enumerate(ids.word_ids()) if wid is not None and (i == 0 or ids.word_ids()[i - 1] != wid)]
+        cut.append(sum(pos >= n - 1 for pos in firsts))
+    assert truncation(tok, examples, items, n) == {"examples": sum(c > 0 for c in cut), "of": 4, "words": sum(cut),
+                                                   "words_of": sum(len(w) for w in words)}
+    assert sum(cut) > 0
+
+
+def test_validate_prints_truncation_and_which_class_binary_f1_scores(tmp_path):
+    from protocoltools import study_cli
+
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(
+        f"{'a long sentence about nothing much ' * (i % 3 + 1)},{'yes' if i % 2 else 'no'}\n" for i in range(24)))
+    (tmp_path / "eval.csv").write_text("text,label\nshort one,no\nanother,yes\n")
+    data = tiny_protocol_dict(seeds=[0], tasks=[{"name": "mine", "dataset": "file", "train_file": "train.csv",
+                                                 "eval_file": "eval.csv", "text_fields": ["text"], "metric": "f1"}])
+    data["training"]["max_length"] = 16
+    out = study_cli("validate", write_protocol(tmp_path, data), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "task mine: primary metric f1 (class 1: 'yes'); labels ['no', 'yes']" in out.stderr
+    # 6 and 12 one-token words + [CLS] and [SEP] fit in 16; the 8 rows of 18 words do not
+    assert "max_length 16 cuts, mine/minilm-l1: train 8 of 24 examples (33.3 %); eval 0 of 2 examples (0.0 %)" \
+        in out.stderr
