@@ -141,7 +141,7 @@ def render_html(doc: d.Document) -> str:
             continue
         else:
             raise TypeError(f"no HTML rendering for {type(block).__name__}")
-    html = "\n".join(body).replace("<!--toc-->", f'<nav class="toc">{"".join(toc)}</nav>', 1)
+    html = "\n".join(body).replace("<!--toc-->", f'<nav class="toc">{" ".join(toc)}</nav>', 1)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{esc(doc.title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{html}\n"
