@@ -1,8 +1,10 @@
-"""The PDF report: the results section of a careful paper, regenerated from the store alone.
+"""The report: the results section of a careful paper, regenerated from the store alone.
 
 Sections: title block, summary, design, results, comparisons, per-seed detail, power, what a
 single run would have told you, audit, appendix (one row per run). Nothing is re-trained;
-everything comes from the store and the protocol.
+everything comes from the store and the protocol (:func:`gather` reads it once). The sections
+build a neutral :class:`study.document.Document`; ``study/pdf.py`` renders it as a PDF and
+``study/htmlreport.py`` as one self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +30,27 @@ def _json_col(df: pd.DataFrame, col: str) -> list[dict]:
     return [json.loads(v) if isinstance(v, str) and v else {} for v in df.get(col, pd.Series(dtype=object))]
 
 
-def gather(protocol: Protocol):
-    """Everything the report shows, read once from the store; every verdict and caveat comes
-    from the :class:`analysis.AnalysisResult`."""
+@dataclass
+class ReportData:
+    """Everything the report shows, read once from the store: the sections only format it (they
+    never reach into the store, the scheduler or the pilot's machinery themselves)."""
+
+    specs: list
+    all_runs: pd.DataFrame
+    runs: pd.DataFrame  # the done ones
+    preds: pd.DataFrame
+    events: pd.DataFrame
+    counts: dict
+    result: object  # analysis.AnalysisResult, None before any run is done
+    plan: object = None  # the sequential design's state (study/scheduler/looks.py), if the protocol has one
+    pilot: pd.DataFrame | None = None  # the latest recorded pilot table
+
+
+def gather(protocol: Protocol) -> ReportData:
+    """Read the store once; every verdict and caveat comes from the :class:`analysis.AnalysisResult`."""
     from analysis import AnalysisWarning, analyze
+    from study.pilot import recorded_pilot_table
+    from study.scheduler.looks import store_plan
 
     specs = expand(protocol)
     with Store(protocol.store_path) as store:
@@ -38,6 +58,7 @@ def gather(protocol: Protocol):
         runs = all_runs[all_runs.status == "done"].reset_index(drop=True)
         preds = store.load_predictions(specs)
         events = store.events(set(all_runs.run_id))
+        plan = store_plan(protocol, specs, store) if protocol.sequential is not None else None
     counts = {s: int((all_runs.status == s).sum()) for s in ("done", "failed", "running", "pending")}
     counts["pending"] += len(specs) - len(all_runs)
     result = None
@@ -45,7 +66,8 @@ def gather(protocol: Protocol):
         with warnings.catch_warnings():  # kept in result.warnings; the audit section prints them
             warnings.simplefilter("ignore", AnalysisWarning)
             result = analyze(runs, preds, **protocol.analysis_options())
-    return specs, all_runs, runs, events, counts, result, preds
+    return ReportData(specs, all_runs, runs, preds, events, counts, result, plan,
+                      recorded_pilot_table(protocol, specs))
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -140,15 +162,11 @@ def data_source(t) -> str:
     return "hub"
 
 
-def sequential_section(p: Protocol, specs) -> list:
-    """The sequential design, its boundaries, and where each comparison stopped (recomputed from
-    the store, the same pure function ``study run`` used; its ``sequential`` events log the same)."""
-    from study.scheduler.looks import store_plan
-
+def sequential_section(p: Protocol, plan) -> list:
+    """The sequential design, its boundaries, and where each comparison stopped (``plan``: recomputed
+    from the store by the same pure function ``study run`` used; its ``sequential`` events log the same)."""
     sq = p.sequential
     design = sq.design(p.analysis)
-    with Store(p.store_path) as store:
-        plan = store_plan(p, specs, store)
     m = len(plan.comparisons)
     rows = [{"Look": b["look"], "Seed pairs": b["n_pairs"], "α spent": f"{b['alpha_spent']:.2g}",
              "Efficacy: p ≤": f"{b['p_boundary']:.2g}", "Efficacy: |t| ≥": f"{b['t_boundary']:.2f}",
@@ -241,11 +259,8 @@ def results_table(runs: pd.DataFrame, comparisons: pd.DataFrame, maskers: list[s
     return pd.DataFrame(rows), bold
 
 
-def pilot_section(p: Protocol, specs) -> list:
+def pilot_section(p: Protocol, table: pd.DataFrame | None) -> list:
     """The latest `study pilot`'s table (does the backbone learn, how noisy are seeds), if one ran."""
-    from study.pilot import recorded_pilot_table
-
-    table = recorded_pilot_table(p, specs)
     if table is None or table.empty:
         return []
 
@@ -527,12 +542,14 @@ def build_document(protocol: Protocol) -> doc.Document:
     if not protocol.store_path.exists():
         raise UserError(f"{protocol.source}: no results store at {protocol.store} yet. "
                         f"Fix: run `study run {protocol.source}` first.")
-    specs, all_runs, runs, events, counts, result, preds = gather(protocol)
+    data = gather(protocol)
+    all_runs, runs, preds, events, counts, result = (data.all_runs, data.runs, data.preds, data.events,
+                                                     data.counts, data.result)
     story = (title_block(protocol, counts) + summary_section(protocol, result, counts)
              + design_section(protocol, all_runs))
     if protocol.sequential is not None:
-        story += sequential_section(protocol, specs)
-    story += pilot_section(protocol, specs)
+        story += sequential_section(protocol, data.plan)
+    story += pilot_section(protocol, data.pilot)
     if result is not None:
         figs = result.figures()
         story += results_section(protocol, result, preds, all_runs)

@@ -94,7 +94,8 @@ def _truncation(p, task, model) -> dict:
 
     try:
         data = load_task(task)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_source(model.source))
+        # what is on this machine only: validate never waits on a hub
+        tokenizer = AutoTokenizer.from_pretrained(resolve_source(model.source), local_files_only=True)
     except Exception as e:  # noqa: BLE001  (offline hub, missing files: not measured, not an error)
         return {"error": _first_line(e)}
     n = p.training.max_length
