@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch is installed first and pinned, so that resolving the other
 # dependencies never pulls the multi-GB CUDA build. GPU users: make TORCH='torch' (or your build).
 TORCH  ?= torch==2.13.0
-EXTRAS ?= test,ray,slurm,parquet
+EXTRAS ?= test,ray,slurm,parquet,mlflow
 
 .PHONY: setup demo example test lint results clean-demo gpu-bundle
 
@@ -26,6 +26,8 @@ demo: setup
 	$(BIN)/study run protocols/demo.yaml
 	$(BIN)/study analyze protocols/demo.yaml
 	$(BIN)/study report protocols/demo.yaml
+	@echo "Next: activate the environment, then use study yourself (README \"Quick start\"):"
+	@echo "  source $(VENV)/bin/activate && study status protocols/demo.yaml"
 
 # Your own masker (examples/span_masking.py) on your own CSV data, offline (README "Masker plugins").
 example: setup

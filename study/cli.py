@@ -19,9 +19,10 @@ EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 def _load(path: str):
     """The validated protocol, after checking its store can be used (every command, before anything runs)."""
     from study.protocol import load_protocol
-    from study.storecheck import check_store
+    from study.storecheck import check_store, check_store_moved
 
     p = load_protocol(path)
+    check_store_moved(p)
     check_store(p.store_path, study=p.name, source=p.source)
     return p
 
@@ -90,10 +91,16 @@ def _check_data(p) -> None:
 
 def cmd_validate(args) -> int:
     from study.spec import expand
+    from study.tracking import check_installed
 
     for path in args.protocols:
         p = _load(path)
         _check_data(p)
+        check_installed(p)
+        if args.smoke:
+            from study.smoke import check_maskers
+
+            check_maskers(p)
         n = len(expand(p))
         print(f"{path}: ok — {len(p.seeds)} seeds × {len(p.tasks)} tasks × {len(p.models)} models × "
               f"{len(p.maskers)} maskers = {n} runs; store {p.store}")
@@ -166,8 +173,12 @@ def cmd_analyze(args) -> int:
 
     p = _load(args.protocol)
     out = _writable_output(p, _report_dir(p, args.out), "--out" if args.out else "output folder")
+    tracking = _tracking(p)
     result = _analysis_result(p)
-    write_result(result, out)
+    files = write_result(result, out)
+    if tracking:
+        tracking.log_artifacts(sorted(files.values()), "tables")
+        tracking.close()
     # The terminal shows what summary.txt and the report show, rendered from the result.
     first, table = next(iter(result.tables().items()))
     print(to_markdown(table, MD_COLUMNS.get(first)))
@@ -180,10 +191,56 @@ def cmd_report(args) -> int:
     from study.report import write_report
 
     p = _load(args.protocol)
-    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / "report.pdf",
+    out = _writable_output(p, Path(args.out) if args.out else _report_dir(p, None) / f"report.{args.format}",
                            "--out" if args.out else "report file", is_file=True)
-    path = write_report(p, out)
+    tracking = _tracking(p)
+    path = write_report(p, out, args.format)
     print(f"report written to {path}")
+    if tracking:
+        tracking.log_artifacts([path], "report")
+        tracking.close()
+    return EXIT_OK
+
+
+def _tracking(p):
+    """The protocol's tracking sinks (None without a ``tracking:`` block); exit 2 if one's package is missing."""
+    from study.tracking import Tracking
+
+    return Tracking.from_protocol(p, _grid(p))
+
+
+def cmd_track(args) -> int:
+    """Push a store into the protocol's tracking sinks, back-filling what they missed."""
+    from study.scheduler.lock import DriverLock, StoreLocked
+    from study.scheduler.run import EXIT_LOCKED
+
+    p = _load(args.protocol)
+    if not p.tracking:
+        raise UserError(f"{p.source}: tracking: the protocol lists no tracking sink. Fix: add "
+                        "`tracking: [{sink: mlflow}]` (README \"Tracking\").")
+    tracking = _tracking(p)
+    specs = _grid(p)
+    with _open_store(p, must_exist=True) as store:
+        try:
+            with DriverLock(store, backend="track"):  # one writer of the sinks: never beside a running `study run`
+                written = tracking.push(store)
+                reports = _report_dir(p, None)
+                reports_written = [reports / f"report.{f}" for f in ("pdf", "html") if (reports / f"report.{f}").is_file()]
+                tables = sorted(f for f in reports.glob("*") if f.is_file() and f not in reports_written)
+                if tables:
+                    tracking.log_artifacts(tables, "tables")
+                if reports_written:
+                    tracking.log_artifacts(reports_written, "report")
+                tracking.close()
+                finished = sum(store.counts([s.run_id for s in specs])[k] for k in ("done", "failed"))
+        except StoreLocked as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_LOCKED
+    if tracking.failed:
+        return EXIT_RUNS_FAILED
+    for cfg in p.tracking:
+        print(f"{p.name}: {cfg.sink}: {written} run(s) pushed, {finished - written} already there "
+              f"({finished} finished run(s) in the store)")
     return EXIT_OK
 
 
@@ -226,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check protocol files without building anything")
     v.add_argument("protocols", nargs="+")
+    v.add_argument("--no-smoke", dest="smoke", action="store_false",
+                   help="skip the masker smoke test (two training steps of every masker, plugins included, on a "
+                        "small batch with a 1-layer model, in a child process)")
     v.set_defaults(fn=cmd_validate)
     gpus_help = ("GPUs to use: a count (2), a list (0,2) or none; default: detected. A count above the real "
                  "GPUs makes fake slots (dry runs, tests)")
@@ -258,10 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("protocol")
     a.add_argument("--out", help="output folder (default reports/<name>/)")
     a.set_defaults(fn=cmd_analyze)
-    rep = sub.add_parser("report", help="write the PDF report from the store")
+    rep = sub.add_parser("report", help="write the report (PDF, or one self-contained HTML page) from the store")
     rep.add_argument("protocol")
-    rep.add_argument("--out", help="PDF path (default reports/<name>/report.pdf)")
+    rep.add_argument("--format", choices=["pdf", "html"], default="pdf",
+                     help="pdf (default) or html: the same content; the HTML page embeds its figures and sorts "
+                          "its tables with no network")
+    rep.add_argument("--out", help="file path (default reports/<name>/report.pdf or report.html)")
     rep.set_defaults(fn=cmd_report)
+    tr = sub.add_parser("track", help="push the store's finished runs (and tables, report) into the protocol's "
+                                      "tracking sinks, back-filling what they missed")
+    tr.add_argument("protocol")
+    tr.set_defaults(fn=cmd_track)
     e = sub.add_parser("export", help="export the store's tables as CSV or parquet")
     e.add_argument("protocol")
     e.add_argument("--format", choices=["csv", "parquet"], default="csv")

@@ -1,29 +1,32 @@
-"""Small PDF building blocks on reportlab: real (searchable) text, readable tables, sharp figures.
+"""The PDF renderer of a report :class:`~study.document.Document`, on reportlab: real
+(searchable) text, readable tables, sharp figures.
 
-Kept separate from what goes into the report (``study/report.py``) so each stays short.
+What goes into the report is ``study/report.py``'s; how it looks on paper is this module's; the
+HTML page is ``study/htmlreport.py``'s.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
-import pandas as pd
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import (
+    CondPageBreak,
     Image,
-    PageBreak,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
     Table,
     TableStyle,
 )
+
+from study import document as d
+from study.document import esc
 
 PAGE_W, PAGE_H = A4
 MARGIN = 1.8 * cm
@@ -44,27 +47,6 @@ STYLES = {
     "cellb": ParagraphStyle("cellb", parent=_styles["BodyText"], fontSize=7.2, leading=8.6,
                             fontName="Helvetica-Bold"),
 }
-
-
-def esc(text) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def para(text: str, style: str = "body") -> Paragraph:
-    """A paragraph; ``text`` may use reportlab's mini-markup (<b>, <i>), so escape user text with esc()."""
-    return Paragraph(text, STYLES[style])
-
-
-def fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != 0 and abs(value) < 10 ** (-digits):
-            return f"{value:.1e}"
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 PAD = 3.0  # left/right cell padding, points
@@ -99,23 +81,16 @@ def column_widths(header: list[str], cells: list[list[str]], total: float = TEXT
     return [w * total / sum(head_line) for w in head_line]
 
 
-def table(df: pd.DataFrame, widths: list[float] | None = None, digits: int = 4,
-          bold_cells: set[tuple[int, int]] | None = None, max_rows: int | None = None) -> Table:
-    """A DataFrame as a zebra-striped table that wraps long cells (between words only: column
-    widths come from :func:`column_widths` unless given) and repeats its header on new pages.
-    Give it display strings (``analysis.display.display_frame``) for the report's formats."""
-    bold_cells = bold_cells or set()
-    if max_rows is not None and len(df) > max_rows:
-        df = df.head(max_rows)
-    head = [str(c) for c in df.columns]
-    text = [[fmt(v, digits) for v in row] for row in df.itertuples(index=False)]
+def table(block: d.Table) -> Table:
+    """A zebra-striped table that wraps long cells (between words only: column widths come from
+    :func:`column_widths` unless given) and repeats its header on new pages."""
+    head, text = block.cells()
     header = [Paragraph(f"<b>{esc(c)}</b>", STYLES["cell"]) for c in head]
     rows = [header]
     for i, row in enumerate(text):
-        rows.append([Paragraph(esc(v), STYLES["cellb" if (i, j) in bold_cells else "cell"])
+        rows.append([Paragraph(esc(v), STYLES["cellb" if (i, j) in block.bold else "cell"])
                      for j, v in enumerate(row)])
-    if widths is None:
-        widths = column_widths(head, text)
+    widths = [w * TEXT_W for w in block.widths] if block.widths else column_widths(head, text)
     t = Table(rows, colWidths=widths, repeatRows=1)
     t.setStyle(TableStyle([
         ("LINEABOVE", (0, 0), (-1, 0), 0.8, colors.black),
@@ -131,26 +106,52 @@ def table(df: pd.DataFrame, widths: list[float] | None = None, digits: int = 4,
     return t
 
 
-def figure(fig, width: float = TEXT_W, dpi: int = 200) -> Image:
-    """A matplotlib figure embedded as a high-resolution PNG, scaled to ``width`` points."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    buf.seek(0)
-    img = Image(buf)
+def figure(block: d.Figure) -> Image:
+    """The figure's PNG scaled to its share of the text width (tall ones shrink to fit a page)."""
+    img = Image(io.BytesIO(block.png))
+    width = block.width * TEXT_W
     scale = width / img.imageWidth
     img.drawWidth, img.drawHeight = width, img.imageHeight * scale
-    if img.drawHeight > PAGE_H - 4 * MARGIN:  # tall figures shrink to fit one page
+    if img.drawHeight > PAGE_H - 4 * MARGIN:
         shrink = (PAGE_H - 4 * MARGIN) / img.drawHeight
         img.drawWidth, img.drawHeight = img.drawWidth * shrink, img.drawHeight * shrink
     return img
 
 
-def spacer(h: float = 0.25) -> Spacer:
-    return Spacer(1, h * cm)
+HEADING_STYLES = {0: "title", 1: "h1", 2: "h2"}
+# A page break is taken only when less than this is left on the page: a section that would start
+# in the lower third moves on, while a short one never leaves a page to a single small table.
+NEW_PAGE_BELOW = 0.36 * (PAGE_H - 2 * MARGIN)
 
 
-def page_break() -> PageBreak:
-    return PageBreak()
+def flowables(doc: d.Document) -> list:
+    out = []
+    for block in doc.blocks:
+        if isinstance(block, d.Heading):
+            out.append(Paragraph(_markup(block.text), STYLES[HEADING_STYLES[block.level]]))
+        elif isinstance(block, d.Paragraph):
+            out.append(Paragraph(_markup(block.text), STYLES[block.style]))
+        elif isinstance(block, d.Table):
+            out.append(table(block))
+        elif isinstance(block, d.Figure):
+            out.append(figure(block))
+        elif isinstance(block, d.PageBreak):
+            out.append(CondPageBreak(NEW_PAGE_BELOW))
+        elif isinstance(block, d.Spacer):
+            out.append(Spacer(1, 0.25 * cm))
+        else:
+            raise TypeError(f"no PDF rendering for {type(block).__name__}")
+    return out
+
+
+def _markup(text: str) -> str:
+    """The document's inline markup in reportlab's: <code> is a fixed-width font."""
+    return text.replace("<code>", "<font face='Courier'>").replace("</code>", "</font>")
+
+
+def render(doc: d.Document, path: Path) -> Path:
+    """Write ``doc`` as a PDF, atomically (temporary file, then rename), with numbered pages."""
+    return build(path, flowables(doc), doc.title)
 
 
 def build(path: Path, story: list, title: str) -> Path:

@@ -128,6 +128,12 @@ def run_pilot(protocol: Protocol, specs: list[RunSpec], seeds: int = 2, maskers:
     if seeds < 3:
         print(f"  (an SD from {seeds} seed(s) is a rough guide: `--seeds 3` or more firms it up)", file=out)
     print(projection(protocol, specs), file=out)
+    from study.store import Store
+    from study.truncation import lines
+
+    with Store(protocol.store_path) as store:
+        for line in lines(store.load_runs(pilot), protocol.training.max_length):
+            print(line, file=out)
     verdicts = cell_verdicts(table)
     for v in verdicts.itertuples(index=False):
         print(f"verdict {v.task}/{v.model}: {v.verdict}", file=out)

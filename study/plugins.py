@@ -156,3 +156,38 @@ def load_plugins_of(spec) -> None:
             where = plugin.ref if plugin else ", ".join(spec.plugins) or "(no plugins listed)"
             raise PluginError(f"plugin {where}: the source of masker kind {spec.masker['kind']!r} changed after "
                               "this run was planned", "run `study run` again: the edited plugin's runs get new run_ids")
+
+
+@dataclass(frozen=True)
+class PluginFault:
+    """Where an exception left a plugin's code: the hook the training loop called, the line, the step."""
+
+    plugin: Plugin
+    hook: str  # the outermost plugin frame: setup, attach, apply, after_backward, detach, state ...
+    location: str  # file:line of the innermost plugin frame
+    step: int | None  # the training step it happened at (None before training started)
+    error: str  # "TypeError: ..."
+
+    def describe(self) -> str:
+        at = f" at step {self.step}" if self.step is not None else ""
+        return f"{self.hook} raised {self.error} ({self.location}){at}"
+
+
+def plugin_fault(exc: BaseException, kind: str) -> PluginFault | None:
+    """The fault ``exc`` is when its traceback passes through the source of the plugin that
+    registered ``kind``; None for a built-in kind or an error outside the plugin's code."""
+    import traceback
+
+    plugin = plugin_of(kind)
+    if plugin is None:
+        return None
+    source = str(_source_file(plugin.ref).resolve())
+    frames = [(f, line) for f, line in traceback.walk_tb(exc.__traceback__)]
+    mine = [(f, line) for f, line in frames if str(Path(f.f_code.co_filename).resolve()) == source]
+    if not mine:
+        return None
+    step = next((f.f_locals.get("step") for f, _ in frames if f.f_code.co_name == "run_one"), None)
+    inner, line = mine[-1]
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return PluginFault(plugin, mine[0][0].f_code.co_name, f"{Path(source).name}:{line}",
+                       step if isinstance(step, int) else None, f"{type(exc).__name__}: {first_line}"[:300])

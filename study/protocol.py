@@ -193,12 +193,21 @@ class Protocol:
     local_data: dict[str, str] = field(default_factory=dict)  # key path → what to point at local data
     # masker plugins, as loaded: absolute file paths or module names, each with its source hash and kinds
     plugins: tuple = ()
+    # tracking sinks (study.tracking.SinkConfig): copies of the store in MLflow ...; never in a run_id
+    tracking: tuple = ()
     source: str | None = None  # the file it came from
     sha256: str = ""  # hash of the file's bytes, printed in reports
 
     @property
     def store_path(self) -> Path:
-        return Path(self.store)
+        """The results store: ``store:`` relative to the protocol's folder, like data and plugins
+        (a protocol without a file, built in Python, resolves it against the working directory)."""
+        return self.base_dir / Path(self.store).expanduser()
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths of the protocol are read from: the protocol file's."""
+        return Path(self.source).parent.absolute() if self.source else Path.cwd()
 
     def masker(self, name: str) -> MaskerConfig:
         return next(m for m in self.maskers if m.name == name)
@@ -380,11 +389,13 @@ def parse_protocol(data: Any, file: str | None = None, sha256: str = "") -> Prot
     maskers_raw = data.pop("maskers", None)
     # Plugins first: they register the masker kinds the maskers list may use.
     plugins = _load_plugins(conv, data.pop("plugins", []), Path(file).parent if file else None)
-    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "", skip=("source", "sha256", "plugins"))
+    tracking = _parse_tracking(conv, data.pop("tracking", None))
+    base = conv.dataclass(Protocol, {**data, "seeds": [], "maskers": []}, "",
+                          skip=("source", "sha256", "plugins", "tracking"))
     maskers = _parse_maskers(conv, maskers_raw, plugins)
     tasks = _resolve_task_files(conv, base.tasks, Path(file).parent if file else Path.cwd(), base.local_data)
     proto = dataclasses.replace(base, seeds=seeds, maskers=maskers, source=file, sha256=sha256, plugins=plugins,
-                                tasks=tasks)
+                                tasks=tasks, tracking=tracking)
     _check_semantics(conv, proto)
     return proto
 
@@ -460,6 +471,12 @@ def _load_plugins(conv: _Converter, raw, base_dir: Path | None) -> tuple:
         except plugins.PluginError as e:
             conv.fail(f"plugins[{i}]", e.problem, e.fix)
     return tuple(loaded)
+
+
+def _parse_tracking(conv: _Converter, raw) -> tuple:
+    from study.tracking import parse_tracking
+
+    return parse_tracking(conv, raw)
 
 
 def _parse_maskers(conv: _Converter, raw, plugins: tuple = ()) -> tuple[MaskerConfig, ...]:

@@ -131,3 +131,26 @@ def _read_identity(path: Path) -> tuple[set[str], dict[str, str], list[str]]:
     finally:
         conn.close()
     return tables, {str(k): str(v) for k, v in meta.items()}, studies
+
+
+def check_store_moved(protocol) -> None:
+    """Refuse to start afresh when the store sits where an older maskstudy put it.
+
+    ``store:`` once resolved against the working directory; it now resolves against the
+    protocol's folder, like data and plugins. If the new place holds no store and the old one
+    does, every run would silently be trained again into a new store: say how to move it."""
+    written = Path(protocol.store).expanduser()
+    new = protocol.store_path
+    if written.is_absolute() or new.exists():
+        return
+    old = Path.cwd() / written
+    if not old.is_file() or old.resolve() == new.resolve():
+        return
+    work = old.with_name(old.stem + ".work")
+    extra = f" {work}" if work.exists() else ""
+    raise ProtocolError(protocol.source, "store",
+                        f"{protocol.store} resolves relative to the protocol file, to {new}, where there is no "
+                        f"results store yet; the store is at {old} (relative to the working directory, where "
+                        "older versions put it)",
+                        f"move it next to the protocol: `mkdir -p {new.parent} && mv {old}*{extra} {new.parent}/`, "
+                        f"or set `store:` to its absolute path {old}")

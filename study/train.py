@@ -39,6 +39,7 @@ from study.seeding import configure_determinism, fingerprint, seed_everything, s
 from study.spec import RunSpec
 from study.tasks import load_task
 from study.tokens import encode_words, scored_words
+from study.truncation import truncation
 
 # Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
 PRIVATE_PREFIX = "_"
@@ -330,7 +331,9 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
         kernels.__exit__(None, None, None)
 
     env = capture_env(device)
-    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names))
+    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names),
+               truncation={"train": truncation(tokenizer, task.train, train_items, training["max_length"]),
+                           "eval": truncation(tokenizer, task.eval, eval_items, training["max_length"])})
     if device.type == "cuda":
         env["attention_kernels"] = list(PINNED_ATTENTION_KERNELS)
     t_train = pos["t_train"]

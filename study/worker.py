@@ -8,7 +8,9 @@ CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED, thread counts) is set before the run st
 pool's warm fork server (``study.scheduler.forkserver``). The worker never touches the store: it writes the result to a
 temporary file and renames it into place, so the driver sees either a complete result or none.
 Exit code 0 on success; on failure the traceback goes to stderr and the exit code is 1
-(3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU).
+(3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU; 5 for an exception
+raised in a masker plugin's code: the run is seeded, so it would recur at the same step, and the
+driver does not retry it).
 
 If ``MASKSTUDY_CHECKPOINT_DIR`` is set, the run writes mid-run checkpoints there (when the spec's
 ``execution.checkpoint_every_*`` asks for them) and resumes from one it finds for its run_id.
@@ -29,6 +31,7 @@ from pathlib import Path
 EXIT_FAILED = 1
 EXIT_OOM = 3
 EXIT_ORPHANED = 4
+EXIT_PLUGIN = 5
 
 
 # Out-of-memory as CUDA reports it: the caching allocator (torch.cuda.OutOfMemoryError), context
@@ -73,7 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         result = run_one(spec, checkpoint_dir=os.environ.get(CHECKPOINT_DIR_ENV) or None)
     except BaseException as exc:  # noqa: BLE001  (everything is reported to the driver)
         traceback.print_exc(file=sys.stderr)
-        return EXIT_OOM if is_oom(exc) else EXIT_FAILED
+        if is_oom(exc):
+            return EXIT_OOM
+        from study.plugins import plugin_fault
+
+        fault = plugin_fault(exc, spec.masker["kind"]) if isinstance(exc, Exception) else None
+        if fault is not None:  # the last line of the log: the driver's one-line message
+            print(f"plugin {Path(fault.plugin.ref).name}: {fault.describe()}", file=sys.stderr)
+            return EXIT_PLUGIN
+        return EXIT_FAILED
     tmp = result_file.with_name(f".{result_file.name}.{os.getpid()}.tmp")
     tmp.write_text(result.to_json())
     os.replace(tmp, result_file)

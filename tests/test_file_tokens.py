@@ -142,10 +142,10 @@ ERRORS = {
     "columns named for CoNLL": (None, {"text_fields": ["text"]}, ["tasks[0].text_fields", "CoNLL files have no columns"]),
     "words not a list": (_write("eval.jsonl", '{"tokens": "hola friend", "tags": ["es", "en"]}\n'),
                          {"eval_file": "eval.jsonl", "text_fields": ["tokens"], "label_field": "tags"},
-                         ["tasks[0].text_fields", "eval.jsonl", "row 1's 'tokens' is not a list of words"]),
+                         ["tasks[0].text_fields", "eval.jsonl", "line 1: 'tokens' is not a list of words"]),
     "one tag short": (_write("eval.jsonl", '{"tokens": ["hola", "friend"], "tags": ["es"]}\n'),
                       {"eval_file": "eval.jsonl", "text_fields": ["tokens"], "label_field": "tags"},
-                      ["tasks[0].label_field", "eval.jsonl", "row 1 has 2 words but 1 tags"]),
+                      ["tasks[0].label_field", "eval.jsonl", "line 1: 2 words but 1 tags"]),
 }
 
 

@@ -43,6 +43,9 @@ def test_pilot_flags_a_collapsed_cell_and_study_run_reuses_its_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "verdict tiny/minilm-l1: collapsed (2 of 2 runs)" in out.stdout
     assert "whole grid (4 runs): ~" in out.stdout and "CPU-slot-hours" in out.stdout
+    # what max_length (24) cuts of the 16 + 32 tweets, as the runs recorded it (counted in test_first_hour)
+    assert "max_length 24 cuts, tiny/minilm-l1: train " in out.stdout and " of 16 examples (" in out.stdout
+    assert " of 32 examples (" in out.stdout
     first = _attempts(store)
     assert set(first) == pilot_ids and all(a == 1 for a, _ in first.values())  # the baseline's 2 seeds only
 

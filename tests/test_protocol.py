@@ -177,6 +177,8 @@ def test_cli_validate_checks_local_data_dirs(tmp_path):
     assert out.returncode == 2 and "tasks[0].data_dir" in out.stderr
 
 
-def test_store_path_is_relative_to_cwd():
+def test_store_path_is_relative_to_the_protocol_file_or_without_one_to_cwd(tmp_path):
     p = parse_protocol(tiny_protocol_dict(store="runs/a.sqlite"))
-    assert p.store_path == Path("runs/a.sqlite")
+    assert p.store_path == Path.cwd() / "runs/a.sqlite"
+    p = parse_protocol(tiny_protocol_dict(store="runs/a.sqlite"), file=str(tmp_path / "sub" / "p.yaml"))
+    assert p.store_path == tmp_path / "sub" / "runs" / "a.sqlite"

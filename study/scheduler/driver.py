@@ -137,7 +137,7 @@ class Interrupted(Exception):
 class Driver:
     def __init__(self, specs: list[RunSpec], store: Store, backend: Backend, max_attempts: int,
                  progress=None, heartbeat: Callable[[], None] | None = None, poll_s: float = 0.5,
-                 adopted: Iterable[Job] = ()):
+                 adopted: Iterable[Job] = (), on_settled: Callable[[str], None] | None = None):
         self.specs = specs
         self.store = store
         self.backend = backend
@@ -150,6 +150,8 @@ class Driver:
         self.adopted = list(adopted)  # already in flight in the backend (see adopt())
         self._adopted_ids = {j.run_id for j in self.adopted}
         self._claimed: list[tuple[Job, str]] = []
+        # called with a run_id once its run is recorded done or finally failed (tracking sinks)
+        self.on_settled = on_settled or (lambda run_id: None)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, int]:
@@ -228,7 +230,7 @@ class Driver:
         repacked = self.backend.on_oom(job) if outcome.oom else None
         if repacked:
             job.free_retries += 1
-        final = job.attempt - job.free_retries >= self.max_attempts
+        final = job.attempt - job.free_retries >= self.max_attempts or outcome.plugin_fault
         message = outcome.message + (f" (attempt {job.attempt}, on {job.where})" if job.where else "")
         if repacked:
             message += f"; out of memory: {repacked}"
@@ -236,7 +238,9 @@ class Driver:
                                   kind="oom" if outcome.oom else "failure")
         if self.progress:
             self.progress.failed_attempt(job.spec, final, outcome.message)
-        if not final:
+        if final:
+            self.on_settled(job.run_id)
+        else:
             queue.appendleft(job)  # retry soon: keeps seed blocks complete, surfaces bad cells early
 
     # -- results that arrived while no driver was recording ----------------------------------
@@ -269,6 +273,7 @@ class Driver:
     def _record(self, result: RunResult) -> None:
         """Record a finished run; say if it resumed from a mid-run checkpoint; delete its checkpoint."""
         self.store.record_result(result)
+        self.on_settled(result.run_id)
         if result.resumed_from_step is not None:
             self.store.log_event("resumed", f"resumed from the checkpoint at step {result.resumed_from_step}",
                                  run_id=result.run_id)

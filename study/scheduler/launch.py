@@ -21,7 +21,7 @@ from pathlib import Path
 
 from study.checkpoint import CHECKPOINT_DIR_ENV
 from study.seeding import CUBLAS_WORKSPACE
-from study.worker import EXIT_OOM
+from study.worker import EXIT_OOM, EXIT_PLUGIN
 
 # The same for every run and every way of starting one: a forked worker keeps its server's hash
 # seed, and runs that are compared must not differ in set/dict iteration order either.
@@ -39,6 +39,7 @@ class Outcome:
     message: str = ""  # one line for the events table and the progress log
     traceback: str = ""  # the worker's traceback (or log tail)
     oom: bool = False
+    plugin_fault: bool = False  # raised in a masker plugin's code: seeded, so it would recur; not retried
     result_file: Path | None = None  # the driver deletes it once the result is recorded
 
     @property
@@ -123,9 +124,12 @@ def describe_exit(returncode: int | None, log: str, timed_out_min: float | None 
         message = f"worker killed by {name}"
     elif returncode == 0:
         message = "worker exited 0 without writing a result"
+    elif returncode == EXIT_PLUGIN:
+        message = f"{last[:400]}; not retried: the run is seeded, so a plugin error recurs at the same step"
     else:
         message = f"worker exited with code {returncode}: {last[:300]}"
-    return Outcome(returncode=returncode, message=message, traceback=tb, oom=returncode == EXIT_OOM)
+    return Outcome(returncode=returncode, message=message, traceback=tb, oom=returncode == EXIT_OOM,
+                   plugin_fault=returncode == EXIT_PLUGIN)
 
 
 def read_tail(path: Path, chars: int = 64_000) -> str:

@@ -13,14 +13,28 @@ EXIT_OK, EXIT_RUNS_FAILED, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None, gpus: list[int] | None = None,
             retry_failed: bool = False, stream=None, progress_tty: bool | None = None) -> int:
-    """Run every run of the grid that is not done; returns the CLI exit code."""
+    """Run every run of the grid that is not done; returns the CLI exit code.
+
+    With a protocol ``tracking:`` block every run is pushed to the sinks as it settles, and the
+    grid's finished runs are back-filled at the end (a sink never fails the study)."""
+    from study.tracking import Tracking
+
+    stream = stream or sys.stderr
+    tracking = Tracking.from_protocol(protocol, specs, stream)
+    try:
+        return _execute(protocol, specs, backend, gpus, retry_failed, stream, progress_tty, tracking)
+    finally:
+        if tracking:
+            tracking.close()
+
+
+def _execute(protocol, specs, backend, gpus, retry_failed, stream, progress_tty, tracking) -> int:
     from study.progress import Progress
     from study.scheduler import make_backend
     from study.scheduler.driver import Driver, Interrupted, adopt
     from study.scheduler.lock import DriverLock, StoreLocked
     from study.scheduler.looks import record_decisions, store_plan
 
-    stream = stream or sys.stderr
     name = backend or protocol.execution.backend
     ids = [s.run_id for s in specs]
     with Store(protocol.store_path) as store:
@@ -58,6 +72,8 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
             if todo == 0 and not adopted:
                 if plan:
                     record_decisions(store, plan)
+                if tracking:
+                    tracking.push(store)  # back-fill what a sink missed (no-op when it is complete)
                 return EXIT_OK if counts["failed"] == 0 else EXIT_RUNS_FAILED
             be = be or make_backend(name, protocol, protocol.store_path, gpus=gpus)
             progress = Progress(total=len(specs) - stopped, already_done=counts["done"],
@@ -68,8 +84,9 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
 
             def drive(subset: list[RunSpec]) -> dict[str, int]:
                 jobs, to_adopt[:] = list(to_adopt), []
+                settled = (lambda run_id: tracking.push(store, [run_id])) if tracking else None
                 return Driver(subset, store, be, protocol.execution.max_attempts, progress=progress,
-                              heartbeat=lock.heartbeat, adopted=jobs).run()
+                              heartbeat=lock.heartbeat, adopted=jobs, on_settled=settled).run()
 
             try:
                 be.open()  # (idempotent: the driver opens it too) to describe the real resources
@@ -91,6 +108,8 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
             if plan:
                 stopped = len(store_plan(protocol, specs, store).stopped)
             progress.close()
+            if tracking:
+                tracking.push(store)  # back-fill: runs recorded while a sink was unreachable, harvested ones
         finally:
             lock.release()
     counts["pending"] -= stopped

@@ -165,22 +165,38 @@ def _is_missing(v) -> bool:
 
 def read_rows(path: Path, fmt: str, key: str) -> list[dict]:
     """The rows of one file as mappings. FieldError (naming ``key`` and the file) on a missing file."""
+    return read_rows_with_lines(path, fmt, key)[0]
+
+
+def read_rows_with_lines(path: Path, fmt: str, key: str) -> tuple[list[dict], list[int] | None]:
+    """``read_rows``, and each row's 1-based line number in the file (None for formats without lines)."""
     if not path.is_file():
         raise FieldError(key, f"{path}: file not found", "check the path (relative to the protocol file)")
     if fmt in ("csv", "tsv"):
         with open(path, encoding="utf-8-sig", newline="") as f:
-            if fmt == "csv":
-                return list(csv.DictReader(f))
-            return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+            reader = csv.DictReader(f) if fmt == "csv" else csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            rows, lines = [], []
+            reader.fieldnames  # noqa: B018  (reads the header: a quoted header field may span lines)
+            start = reader.line_num + 1
+            for row in reader:
+                rows.append(row)
+                lines.append(start)
+                start = reader.line_num + 1  # a quoted field may span lines: the next row starts after them
+            return rows, lines
     if fmt == "jsonl":
-        rows = []
+        rows, lines = [], []
         for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
             if line.strip():
+                lines.append(lineno)
                 try:
                     rows.append(json.loads(line))
                 except ValueError as e:
                     raise FieldError(key, f"{path}:{lineno}: not a JSON object ({e})", "one JSON object per line") from None
-        return rows
+        return rows, lines
+    return _read_rows_without_lines(path, fmt, key), None
+
+
+def _read_rows_without_lines(path: Path, fmt: str, key: str) -> list[dict]:
     if fmt == "json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -232,6 +248,10 @@ class _Split:
     where: str  # the file (or hub split), quoted in messages
     rows: list
     conll: bool = False  # read from a CoNLL file: the fields are CONLL_FIELDS
+    lines: list | None = None  # each row's 1-based line in its file (CSV, TSV, JSONL), else None
+
+    def row_name(self, i: int) -> str:
+        return f"line {self.lines[i]}" if self.lines else f"row {i + 1}"
 
     def fields(self, cfg) -> tuple[tuple[str, ...], str]:
         return CONLL_FIELDS if self.conll else (tuple(cfg.text_fields), cfg.label_field)
@@ -246,8 +266,8 @@ def _splits(cfg) -> list[_Split]:
     for key, name in SPLIT_FILES:
         if getattr(cfg, key):
             fmt = file_format(cfg, key)
-            out.append(_Split(name, key, getattr(cfg, key), read_rows(Path(getattr(cfg, key)), fmt, key),
-                              conll=fmt == "conll"))
+            rows, lines = read_rows_with_lines(Path(getattr(cfg, key)), fmt, key)
+            out.append(_Split(name, key, getattr(cfg, key), rows, conll=fmt == "conll", lines=lines))
     return out
 
 
@@ -285,21 +305,44 @@ def _label_value(v):
 def _labelled(split: _Split, cfg) -> list[tuple[str, str | None, int | str]]:
     """Sequence rows -> (text_a, text_b, label value)."""
     text_fields, label_field = split.fields(cfg)
-    out = []
+    out, bad = [], _BadRows(split)
     for i, row in enumerate(split.rows):
         raw = row.get(label_field)
         if _is_missing(raw):
-            raise FieldError("label_field", f"{split.where}: row {i + 1} has a NaN or empty {label_field!r} label",
-                             "label every example or drop the row")
+            bad.add(i, "label_field", f"a NaN or empty {label_field!r} label", "label every example or drop those rows")
+            continue
         texts = []
         for col in text_fields:
             t = row.get(col)
             if t is None or (isinstance(t, float) and math.isnan(t)):
-                raise FieldError("text_fields", f"{split.where}: row {i + 1} has no {col!r} text",
-                                 "fill it or drop the row")
+                bad.add(i, "text_fields", f"no {col!r} text", "fill it or drop those rows")
             texts.append(str(t))
-        out.append((texts[0], texts[1] if len(texts) == 2 else None, _label_value(raw)))
+        if len(texts) == len(text_fields):
+            out.append((texts[0], texts[1] if len(texts) == 2 else None, _label_value(raw)))
+    bad.check()
     return out
+
+
+class _BadRows:
+    """Every bad row of a split, reported at once: the first :data:`SHOWN` with their 1-based line
+    numbers (or row numbers, for formats without lines), and how many there are."""
+
+    SHOWN = 10
+
+    def __init__(self, split: _Split):
+        self.split = split
+        self.found: list[tuple[str, str, str, str]] = []  # (key, where, problem, fix)
+
+    def add(self, i: int, key: str, problem: str, fix: str) -> None:
+        self.found.append((key, self.split.row_name(i), problem, fix))
+
+    def check(self) -> None:
+        if not self.found:
+            return
+        key, _, _, fix = self.found[0]
+        shown = "; ".join(f"{where}: {problem}" for _, where, problem, _ in self.found[:self.SHOWN])
+        more = f" (the first {self.SHOWN} shown)" if len(self.found) > self.SHOWN else ""
+        raise FieldError(key, f"{self.split.where}: {len(self.found)} bad row(s){more}: {shown}", fix)
 
 
 def _as_list(v) -> list | None:
@@ -312,21 +355,22 @@ def _as_list(v) -> list | None:
 def _tagged(split: _Split, cfg) -> list[tuple[list[str], list]]:
     """Token rows -> (words, tag values), one tag per word."""
     (words_field,), tags_field = split.fields(cfg)
-    out = []
+    out, bad = [], _BadRows(split)
     for i, row in enumerate(split.rows):
         words, tags = _as_list(row.get(words_field)), _as_list(row.get(tags_field))
         if words is None:
-            raise FieldError("text_fields", f"{split.where}: row {i + 1}'s {words_field!r} is not a list of words",
-                             "give each row a list of words, e.g. [\"I\", \"like\", \"it\"]")
-        if tags is None:
-            raise FieldError("label_field", f"{split.where}: row {i + 1}'s {tags_field!r} is not a list of tags",
-                             "give each row a list with one tag per word")
-        if not words:
-            raise FieldError("text_fields", f"{split.where}: row {i + 1} has no words", "drop the row")
-        if len(words) != len(tags) or any(_is_missing(t) for t in tags):
-            raise FieldError("label_field", f"{split.where}: row {i + 1} has {len(words)} words but "
-                             f"{sum(not _is_missing(t) for t in tags)} tags", "give every word exactly one tag")
-        out.append(([str(w) for w in words], [_label_value(t) for t in tags]))
+            bad.add(i, "text_fields", f"{words_field!r} is not a list of words",
+                    "give each row a list of words, e.g. [\"I\", \"like\", \"it\"]")
+        elif tags is None:
+            bad.add(i, "label_field", f"{tags_field!r} is not a list of tags", "give each row a list with one tag per word")
+        elif not words:
+            bad.add(i, "text_fields", "no words", "drop those rows")
+        elif len(words) != len(tags) or any(_is_missing(t) for t in tags):
+            bad.add(i, "label_field", f"{len(words)} words but {sum(not _is_missing(t) for t in tags)} tags",
+                    "give every word exactly one tag")
+        else:
+            out.append(([str(w) for w in words], [_label_value(t) for t in tags]))
+    bad.check()
     return out
 
 
