@@ -1,7 +1,7 @@
 """Random kill -9 against `study run`, then a comparison with an undisturbed run of the same grid.
 
     .venv/bin/python bench/chaos.py                 # 50 kills
-    .venv/bin/python bench/chaos.py --kills 15 --seed 1 --keep /tmp/chaos
+    .venv/bin/python bench/chaos.py --kills 15 --seed 1 --keep /tmp/chaos   # keep the stores and logs
 
 The grid: 12 runs (maskers none, random-token and Typhoon — whose EMA is state a resume must
 restore — × 4 seeds), 1-layer MiniLM on 24 tweets, 2 epochs of 3 steps, a mid-run checkpoint
@@ -190,7 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=2, help="runs at a time (CPU slots)")
     ap.add_argument("--min-wait", type=float, default=0.5)
-    ap.add_argument("--max-wait", type=float, default=12.0)
+    ap.add_argument("--max-wait", type=float, default=40.0,
+                    help="longest wait before a kill (a driver takes ~25 s to start its first runs here)")
     ap.add_argument("--worker-share", type=float, default=0.5, help="share of kills aimed at one worker")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder, removed)")
     args = ap.parse_args(argv)
@@ -239,6 +240,7 @@ def main(argv=None) -> int:
         if r.driver is not None and r.driver.poll() is None:
             r.driver.wait()
         run_to_the_end(r.path, r.log)
+        r.starts += 1
         r.watch()
     chaos_s = time.monotonic() - t0
 
