@@ -122,7 +122,7 @@ def test_corrupted_files_are_user_errors(fmt, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_corrupted_files_are_user_errors_many(fmt, tmp_path_factory):
-    fuzz(fmt, tmp_path_factory, examples=1000)
+    fuzz(fmt, tmp_path_factory, examples=300)
 
 
 DAMAGED = {  # corruptions that escaped as tracebacks before the loaders caught them
