@@ -210,6 +210,7 @@ def main(argv=None) -> int:
 
     rounds = [Round(base / "round1", args.slots)]
     by_target: collections.Counter = collections.Counter()
+    in_flight = 0  # kills that came while workers were running (the rest hit a driver starting up or between runs)
     t0 = time.monotonic()
     for k in range(args.kills):
         r = rounds[-1]
@@ -233,6 +234,7 @@ def main(argv=None) -> int:
             r.driver.wait()
             wait_until_gone(r.folder)  # workers die with their driver (PDEATHSIG, parent watch)
         by_target[target] += 1
+        in_flight += bool(workers)
         r.watch()
         print(f"  kill {k + 1:3d}: {target:6s} (round {len(rounds)}: {len(r.first_finished)} of 12 runs done)",
               flush=True)
@@ -259,7 +261,8 @@ def main(argv=None) -> int:
         integrity.append(read(r.store, "PRAGMA integrity_check")[0][0])
     n = by_target.total()
     print(f"{len(rounds)} round(s) of the grid, {sum(r.starts for r in rounds)} driver starts, {chaos_s:.0f} s; "
-          f"kills: {by_target['driver']} of the driver's process group, {by_target['worker']} of one worker")
+          f"kills: {by_target['driver']} of the driver's process group, {by_target['worker']} of one worker; "
+          f"{in_flight} while runs were in flight")
     print(f"{n} kills: {lost} lost, {duplicated} duplicated, {differing} differing from an undisturbed run, "
           f"{resumed} resumed from checkpoints")
     print("attempts per run: " + ", ".join(f"{a} attempt(s) × {c}" for a, c in sorted(attempts.items())))
