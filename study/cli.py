@@ -1,7 +1,8 @@
 """The ``study`` command: validate, plan, pilot, run, status, analyze, report, export, publish.
 
 Exit codes: 0 success, 1 some runs failed, 2 bad input (the message names the file, the key
-and the fix, and nothing is written), 3 another driver holds the store, 130 interrupted.
+and the fix, and nothing is written), 3 another driver holds the store, 4 the disk is full
+(`study run`: free space, then run it again), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -10,10 +10,13 @@ temporary file and renames it into place, so the driver sees either a complete r
 Exit code 0 on success; on failure the traceback goes to stderr and the exit code is 1
 (3 for CUDA out-of-memory, so the driver can pack fewer runs on that GPU; 5 for an exception
 raised in a masker plugin's code: the run is seeded, so it would recur at the same step, and the
-driver does not retry it).
+driver does not retry it; 6 when a write found the disk full, so the driver stops the grid
+instead of burning attempts).
 
 If ``MASKSTUDY_CHECKPOINT_DIR`` is set, the run writes mid-run checkpoints there (when the spec's
-``execution.checkpoint_every_*`` asks for them) and resumes from one it finds for its run_id.
+``execution.checkpoint_every_*`` asks for them) and resumes from one it finds for its run_id. An
+attempt that resumed and then failed with an error sets the run's checkpoints aside, so the
+retry starts from step 0 (``study.checkpoint.set_aside_after_failure``: never a crash loop).
 
 If ``MASKSTUDY_PARENT_PID`` is set and that process goes away (its launcher was killed), the
 worker exits at once rather than finishing a run nobody will record.
@@ -32,6 +35,8 @@ EXIT_FAILED = 1
 EXIT_OOM = 3
 EXIT_ORPHANED = 4
 EXIT_PLUGIN = 5
+EXIT_DISK_FULL = 6
+DISK_FULL_PREFIX = "disk full while writing "  # the worker's last line; the driver reads the path from it
 
 
 # Out-of-memory as CUDA reports it: the caching allocator (torch.cuda.OutOfMemoryError), context
@@ -67,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ORPHANED
         _watch_parent(int(parent))
     spec_file, result_file = map(Path, argv)
+    from study import checkpoint
     from study.checkpoint import CHECKPOINT_DIR_ENV
+    from study.errors import is_disk_full
     from study.spec import RunSpec
     from study.train import run_one
 
@@ -78,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         if is_oom(exc):
             return EXIT_OOM
+        if is_disk_full(exc):
+            return _disk_full(exc)
+        if isinstance(exc, Exception):  # (not a pre-emption's SystemExit or an interrupt)
+            checkpoint.set_aside_after_failure(spec.run_id)
         from study.plugins import plugin_fault
 
         fault = plugin_fault(exc, spec.masker["kind"]) if isinstance(exc, Exception) else None
@@ -86,9 +97,20 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_PLUGIN
         return EXIT_FAILED
     tmp = result_file.with_name(f".{result_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(result.to_json())
+    try:
+        tmp.write_text(result.to_json())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if not is_disk_full(exc):
+            raise
+        return _disk_full(OSError(exc.errno, exc.strerror, str(result_file)))
     os.replace(tmp, result_file)
     return 0
+
+
+def _disk_full(exc: OSError) -> int:
+    print(f"{DISK_FULL_PREFIX}{exc.filename or '(a file of this run)'}", file=sys.stderr)
+    return EXIT_DISK_FULL
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pytest
 import torch
 from protocoltools import tiny_protocol_dict, write_protocol
 
+from study import checkpoint
 from study.checkpoint import checkpoint_path
 from study.protocol import load_protocol, parse_protocol
 from study.spec import expand
@@ -70,9 +71,9 @@ def test_resume_is_not_a_rerun(tmp_path):
     spec = spec_for(masker, checkpoint_every_steps=2)
     run_one(spec, max_steps=2, checkpoint_dir=tmp_path)
     path = checkpoint_path(tmp_path, spec.run_id)
-    state = torch.load(path, weights_only=False)
+    state = checkpoint.load(path, spec.run_id)
     state["masker"]["generator"] = torch.Generator().manual_seed(12345).get_state()
-    torch.save(state, path)
+    checkpoint.save(path, state)
     changed = run_one(spec, checkpoint_dir=tmp_path)
     straight = run_one(spec_for(masker))
     assert changed.resumed_from_step == 2

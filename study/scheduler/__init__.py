@@ -19,7 +19,7 @@ def make_backend(name: str, protocol, store_path: str | Path, gpus: list[int] | 
     if name == "ray":
         from study.scheduler.ray_backend import RayBackend
 
-        return RayBackend(protocol)
+        return RayBackend(protocol, store_path)
     if name == "slurm":
         from study.scheduler.slurm import SlurmBackend
 

@@ -20,8 +20,10 @@ here, in the driver's one thread, under the store's driver lock (``lock.py``):
   store keeps in ``runs.worker``) are re-attached (:func:`adopt`): tracked like the driver's
   own, neither claimed again nor resubmitted; backends without ``adopt`` leave them to
   ``Store.recover_stale`` (pending again, rerun);
-- on SIGINT/SIGTERM (or any error) running attempts are stopped and given back (pending,
-  attempt not counted), so the same command resumes.
+- a worker that found the disk full (exit code 5) stops the grid with ``DiskFull``: retrying
+  on a full disk only burns attempts. Like on SIGINT/SIGTERM (or any error), running attempts
+  are stopped and given back (pending, attempt not counted), so the same command resumes; if
+  the store itself cannot be written, they stay ``running`` and the next driver gives them back.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Protocol as TypingProtocol
 
 from study import checkpoint
+from study.errors import DiskFull, is_disk_full
 from study.results import RunResult
 from study.scheduler.launch import Outcome
 from study.spec import RunSpec
@@ -122,6 +126,19 @@ def adopt(store: Store, backend: Backend, specs: list[RunSpec], running: dict[st
     return adopted
 
 
+def _nearly_full(folder: Path, below_bytes: int = 2**20) -> bool:
+    """Whether the disk holding ``folder`` (or its nearest existing parent) has under 1 MiB free."""
+    import shutil
+
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < below_bytes
+    except OSError:
+        return False
+
+
 def work_dir(store_path: str | Path) -> Path:
     """Per-store folder for worker specs, logs and results in transit: ``runs/x.sqlite`` → ``runs/x.work``."""
     p = Path(store_path)
@@ -195,7 +212,11 @@ class Driver:
                 self.backend.close(cancel=not clean)
             finally:
                 if not clean:
-                    self.store.recover_stale()  # our own running attempts: given back, not failed
+                    try:
+                        self.store.recover_stale()  # our own running attempts: given back, not failed
+                    except sqlite3.Error as e:
+                        if not is_disk_full(e):
+                            raise  # (on a full disk: left running; the next driver gives them back)
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
@@ -214,6 +235,11 @@ class Driver:
             self.store.set_workers(moved)
 
     def _settle(self, job: Job, outcome: Outcome, queue: deque[Job]) -> None:
+        folder = getattr(self.backend, "checkpoint_dir", None)
+        if not outcome.ok and not outcome.disk_full and folder is not None and _nearly_full(folder):
+            outcome.disk_full = str(folder)  # (a worker that cannot even write its log dies in odd ways)
+        if outcome.disk_full:
+            raise DiskFull(outcome.disk_full, f"run {job.run_id} (attempt {job.attempt}) could not write its files")
         if outcome.ok:
             try:
                 result = RunResult.from_json(outcome.result_json)

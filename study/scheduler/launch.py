@@ -21,7 +21,7 @@ from pathlib import Path
 
 from study.checkpoint import CHECKPOINT_DIR_ENV
 from study.seeding import CUBLAS_WORKSPACE
-from study.worker import EXIT_OOM, EXIT_PLUGIN
+from study.worker import DISK_FULL_PREFIX, EXIT_DISK_FULL, EXIT_OOM, EXIT_PLUGIN
 
 # The same for every run and every way of starting one: a forked worker keeps its server's hash
 # seed, and runs that are compared must not differ in set/dict iteration order either.
@@ -40,6 +40,7 @@ class Outcome:
     traceback: str = ""  # the worker's traceback (or log tail)
     oom: bool = False
     plugin_fault: bool = False  # raised in a masker plugin's code: seeded, so it would recur; not retried
+    disk_full: str | None = None  # the file a write found no space for (worker exit code 6)
     result_file: Path | None = None  # the driver deletes it once the result is recorded
 
     @property
@@ -122,14 +123,17 @@ def describe_exit(returncode: int | None, log: str, timed_out_min: float | None 
         except ValueError:
             name = f"signal {-returncode}"
         message = f"worker killed by {name}"
+    elif returncode == EXIT_DISK_FULL and last.startswith(DISK_FULL_PREFIX):
+        message = f"worker stopped: {last}"
     elif returncode == 0:
         message = "worker exited 0 without writing a result"
     elif returncode == EXIT_PLUGIN:
         message = f"{last[:400]}; not retried: the run is seeded, so a plugin error recurs at the same step"
     else:
         message = f"worker exited with code {returncode}: {last[:300]}"
+    disk_full = last.removeprefix(DISK_FULL_PREFIX) if returncode == EXIT_DISK_FULL else None
     return Outcome(returncode=returncode, message=message, traceback=tb, oom=returncode == EXIT_OOM,
-                   plugin_fault=returncode == EXIT_PLUGIN)
+                   plugin_fault=returncode == EXIT_PLUGIN, disk_full=disk_full)
 
 
 def read_tail(path: Path, chars: int = 64_000) -> str:

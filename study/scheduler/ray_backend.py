@@ -13,6 +13,10 @@ run is retried asking for a bigger share of a GPU (``1 / (k - 1)``), so fewer ru
 The driver keeps at most as many tasks in flight as the cluster has slots right now (so runs
 marked ``running`` really run), re-reading the cluster's resources as it grows or shrinks.
 The project must be importable on every node (install it there, or use a Ray runtime_env).
+
+Mid-run checkpoints (``execution.checkpoint_every_*``) go to ``<store>.work/checkpoints/``, which
+must be on a file system every node shares (as the store's folder usually is on a cluster): a
+run whose task or worker was killed is retried by the driver and resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from study.protocol import Protocol
-from study.scheduler.driver import Job
+from study.scheduler.driver import Job, work_dir
 from study.scheduler.launch import INHERIT, Outcome, outcome_from_dict, run_worker_blocking
 
 MISSING = ("the Ray backend needs the `ray` package, which is not installed. "
@@ -40,21 +44,24 @@ def import_ray():
     return ray
 
 
-def ray_task(spec_json: str, threads: int, timeout_s: float | None) -> dict:
+def ray_task(spec_json: str, threads: int, timeout_s: float | None, checkpoint_dir: str | None = None) -> dict:
     """Body of the Ray task (module-level, so Ray ships it by reference)."""
-    return run_worker_blocking(spec_json, threads, gpu=INHERIT, timeout_s=timeout_s, slot="ray")
+    return run_worker_blocking(spec_json, threads, gpu=INHERIT, timeout_s=timeout_s, slot="ray",
+                               checkpoint_dir=checkpoint_dir)
 
 
 class RayBackend:
     name = "ray"
 
-    def __init__(self, protocol: Protocol):
+    def __init__(self, protocol: Protocol, store_path: str | Path | None = None):
         ex = protocol.execution
         self.cfg = ex.ray
         self.runs_per_gpu = ex.runs_per_gpu
         self.threads = ex.threads_per_run or 1
         self.timeout_s = ex.timeout_min * 60 if ex.timeout_min else None
         self.harvest_dirs: list[Path] = []  # results come back as task values
+        # the driver deletes a run's checkpoints once it is recorded
+        self.checkpoint_dir = work_dir(Path(store_path).absolute()) / "checkpoints" if store_path is not None else None
         self.ray = import_ray()
         self.started_ray = False
         self.remote = None
@@ -114,7 +121,8 @@ class RayBackend:
                 where = "ray:cpu"
             claim(job, where)
             ref = self.remote.options(**opts, max_retries=0).remote(
-                job.spec.to_json(), self.threads, self.timeout_s)
+                job.spec.to_json(), self.threads, self.timeout_s,
+                str(self.checkpoint_dir) if self.checkpoint_dir is not None else None)
             self.tasks[ref] = job
 
     def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:

@@ -1,14 +1,21 @@
-"""``study run``: lock the store, register the grid, recover, drive the backend, report."""
+"""``study run``: lock the store, register the grid, recover, drive the backend, report.
+
+A full disk (the store's, or where workers write checkpoints and results) stops the command
+with one line naming the disk and the fix (exit code 4); SQLite keeps the store intact, a
+failed checkpoint write leaves no file behind, and once space is freed the same command
+resumes where it stopped."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
+from study.errors import DiskFull, describe_disk, is_disk_full
 from study.protocol import Protocol
 from study.spec import RunSpec
 from study.store import Store
 
-EXIT_OK, EXIT_RUNS_FAILED, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_RUNS_FAILED, EXIT_LOCKED, EXIT_DISK_FULL, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 
 
 def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None, gpus: list[int] | None = None,
@@ -16,19 +23,34 @@ def execute(protocol: Protocol, specs: list[RunSpec], backend: str | None = None
     """Run every run of the grid that is not done; returns the CLI exit code.
 
     With a protocol ``tracking:`` block every run is pushed to the sinks as it settles, and the
-    grid's finished runs are back-filled at the end (a sink never fails the study)."""
+    grid's finished runs are back-filled at the end (a sink never fails the study). A full disk
+    stops the grid with one line naming the disk and the fix (exit code 4)."""
     from study.tracking import Tracking
 
     stream = stream or sys.stderr
     tracking = Tracking.from_protocol(protocol, specs, stream)
     try:
         return _execute(protocol, specs, backend, gpus, retry_failed, stream, progress_tty, tracking)
+    except (DiskFull, OSError, sqlite3.Error) as e:
+        if isinstance(e, DiskFull):
+            path, what = e.path, e.what
+        elif is_disk_full(e):
+            path = getattr(e, "filename", None) or protocol.store_path
+            what = (f"writing {path} failed" if isinstance(e, OSError) else
+                    f"the results store {protocol.store_path} could not record a change (rolled back)")
+        else:
+            raise
+        print(f"\nerror: {protocol.name}: {what}: the disk {describe_disk(path)} is full. Fix: free space on it "
+              f"(or point `store:` at a larger disk), then run `study run {protocol.source}` again: it resumes "
+              f"where it stopped.", file=stream)
+        return EXIT_DISK_FULL
     finally:
         if tracking:
             tracking.close()
 
 
-def _execute(protocol, specs, backend, gpus, retry_failed, stream, progress_tty, tracking) -> int:
+def _execute(protocol: Protocol, specs: list[RunSpec], backend: str | None, gpus: list[int] | None,
+             retry_failed: bool, stream, progress_tty: bool | None, tracking) -> int:
     from study.progress import Progress
     from study.scheduler import make_backend
     from study.scheduler.driver import Driver, Interrupted, adopt

@@ -164,7 +164,9 @@ def _is_missing(v) -> bool:
 
 
 def read_rows(path: Path, fmt: str, key: str) -> list[dict]:
-    """The rows of one file as mappings. FieldError (naming ``key`` and the file) on a missing file."""
+    """The rows of one file as mappings. FieldError (naming ``key`` and the file) on a missing file
+    or on bytes that are not a file of that format: bad UTF-8, a CSV the csv module refuses, a
+    JSON line that is not an object, a damaged parquet file."""
     return read_rows_with_lines(path, fmt, key)[0]
 
 
@@ -172,6 +174,34 @@ def read_rows_with_lines(path: Path, fmt: str, key: str) -> tuple[list[dict], li
     """``read_rows``, and each row's 1-based line number in the file (None for formats without lines)."""
     if not path.is_file():
         raise FieldError(key, f"{path}: file not found", "check the path (relative to the protocol file)")
+    try:
+        rows, lines = _read_rows(path, fmt, key)
+    except UnicodeDecodeError as e:
+        raise FieldError(key, f"{path}: byte {e.start} is not UTF-8 ({e.reason})",
+                         "save the file as UTF-8 text") from None
+    except csv.Error as e:
+        raise FieldError(key, f"{path}: not a readable {fmt.upper()} file ({e})",
+                         f"check the file's quoting and line ends; {_FORMAT_HINTS[fmt]}") from None
+    except (OSError, ValueError, TypeError, ImportError, RecursionError) as e:  # (ArrowInvalid is a ValueError)
+        if isinstance(e, TaskDataError):
+            raise
+        raise FieldError(key, f"{path}: not a readable {fmt} file ({type(e).__name__}: {e})",
+                         _FORMAT_HINTS[fmt]) from None
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            where = f"{path}:{i + 1}" if fmt == "jsonl" else f"{path}: item {i + 1}"
+            raise FieldError(key, f"{where}: a {type(row).__name__}, not an object of named fields",
+                             _FORMAT_HINTS[fmt])
+    return rows, lines
+
+
+_FORMAT_HINTS = {"csv": "a header row, then one row per example", "tsv": "a header row, then one row per example",
+                 "jsonl": "one JSON object per line", "json": "a JSON list of objects",
+                 "parquet": "write it again with pandas.DataFrame.to_parquet or pyarrow",
+                 "conll": "one `token<TAB>tag` per line, a blank line between sentences, `#` comment lines"}
+
+
+def _read_rows(path: Path, fmt: str, key: str) -> tuple[list, list[int] | None]:
     if fmt in ("csv", "tsv"):
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f) if fmt == "csv" else csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -200,6 +230,8 @@ def _read_rows_without_lines(path: Path, fmt: str, key: str) -> list[dict]:
     if fmt == "json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise
         except ValueError as e:
             raise FieldError(key, f"{path}: not valid JSON ({e})", "a JSON list of objects") from None
         if not isinstance(data, list):
@@ -214,8 +246,7 @@ def _read_rows_without_lines(path: Path, fmt: str, key: str) -> list[dict]:
     try:
         sentences = read_conll(path)
     except TaskDataError as e:
-        raise FieldError(key, str(e).split("; fix:")[0], "one `token<TAB>tag` per line, a blank line between "
-                         "sentences, `#` comment lines") from None
+        raise FieldError(key, str(e).split("; fix:")[0], _FORMAT_HINTS["conll"]) from None
     return [{"tokens": tokens, "tags": tags} for tokens, tags in sentences]
 
 

@@ -1,0 +1,6 @@
+"""The chaos tests share the execution tests' helpers (tiny real protocols, the real CLI)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "execution"))
