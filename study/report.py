@@ -234,6 +234,60 @@ def results_section(p: Protocol, result) -> list:
     return out
 
 
+GENERATION_EXAMPLES = 3  # examples shown side by side per generation task
+
+
+def generation_section(p: Protocol, specs, runs: pd.DataFrame) -> list:
+    """Generation tasks: the metric's signature, and a few eval examples side by side — source,
+    references, the baseline's output and the treatment's, for the same seed."""
+    from study.tasktypes import get_task_type
+
+    tasks = [t for t in p.tasks if get_task_type(t.task_type).generates and t.name in set(runs["task"])]
+    if not tasks:
+        return []
+    with Store(p.store_path) as store:
+        gens = store.load_generations(specs)
+        refs = store.load_references()
+    out = [para("Generations", "h2")]
+    pair = (p.comparisons() or [(p.maskers[0].name, p.maskers[0].name)])[0]
+    for t in tasks:
+        cell = runs[runs["task"] == t.name]
+        envs = _json_col(cell, "env")
+        signatures = sorted({e.get("metric_signature", "") for e in envs} - {""})
+        out.append(para(f"{esc(t.name)}: {esc(str(cell['metric'].iloc[0]))}, signature "
+                        f"{esc('; '.join(signatures) or 'not recorded')}", "small"))
+        g = gens[(gens["task"] == t.name) & gens["masker"].isin(pair)]
+        if g.empty:
+            continue
+        seed = int(g["seed"].min())
+        g = g[g["seed"] == seed]
+        by_masker = {m: x.set_index(["model", "example_id"])["generation"] for m, x in g.groupby("masker")}
+        r = refs[refs["task"] == t.name].groupby("example_id")["text"].apply(list)
+        source = _sources(t)
+        rows = []
+        for model, example_id in list(by_masker[pair[1]].index)[:GENERATION_EXAMPLES] if pair[1] in by_masker else []:
+            row = {"Source": source.get(example_id, ""), "References": " | ".join(r.get(example_id, [])[:2]),
+                   f"{pair[1]} (seed {seed})": by_masker[pair[1]].get((model, example_id), "")}
+            if pair[0] != pair[1] and pair[0] in by_masker:
+                row[f"{pair[0]} (seed {seed})"] = by_masker[pair[0]].get((model, example_id), "")
+            rows.append(row)
+        if rows:
+            frame = pd.DataFrame(rows)
+            out.append(pdf.table(frame, widths=[pdf.TEXT_W / len(frame.columns)] * len(frame.columns)))
+    return out
+
+
+def _sources(task_cfg) -> dict:
+    """example_id → source text of a generation task's eval split (read from its data; empty if it
+    cannot be read here)."""
+    from study.tasks import load_task
+
+    try:
+        return {e.id: e.text_a for e in load_task(task_cfg).eval}
+    except Exception:  # noqa: BLE001  (the report is written from the store; the data may be elsewhere)
+        return {}
+
+
 ESTIMATE_COLUMNS = ["n_pairs", "estimate", "ci_low", "ci_high", "boot_low", "boot_high", "d_z", "mde"]
 TEST_COLUMNS = ["p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "p_tost", "equivalent"]
 
@@ -386,13 +440,16 @@ def audit_section(p: Protocol, all_runs, runs, events, result) -> list:
                  "Error": (str(last.loc[r.run_id, "traceback"]).strip().splitlines() or ["?"])[-1][:160]
                  if r.run_id in last.index else "?"} for r in failed.itertuples()]
         out.append(pdf.table(pd.DataFrame(rows), widths=[0.3 * pdf.TEXT_W, 0.1 * pdf.TEXT_W, 0.6 * pdf.TEXT_W]))
-    out.append(para("Runs that predicted a single class", "h2"))
+    out.append(para("Collapsed runs", "h2"))
     collapsed = result.collapsed if result is not None else pd.DataFrame()
     if collapsed.empty:
-        out.append(para("None: every run predicted more than one class."))
+        out.append(para("None: no run collapsed (analysis.collapse: a single class, or accuracy within noise of "
+                        "the majority class; a single output for generation tasks)."))
     else:
+        from analysis.collapse import describe
+
         counts = collapsed.groupby(["task", "model", "masker"]).size().rename("runs").reset_index()
-        out += [para(f"{len(collapsed)} run(s) predicted one class for every evaluation example.", "small"),
+        out += [para(f"{len(collapsed)} run(s) collapsed ({describe(collapsed)}).", "small"),
                 pdf.table(counts.rename(columns=str.capitalize))]
     out += [para("Realised masking rates", "h2"), pdf.table(realised_rates(p, runs), digits=4)]
     out += saliency_tables(runs)
@@ -465,7 +522,7 @@ def write_report(protocol: Protocol, out: str | Path) -> Path:
     story += pilot_section(protocol, specs)
     if result is not None:
         figs = result.figures()
-        story += results_section(protocol, result)
+        story += results_section(protocol, result) + generation_section(protocol, specs, runs)
         if result.pairs:
             story += comparisons_section(result, figs) + per_seed_section(figs)
             story += power_section(result, figs) + single_run_section(result, figs)
