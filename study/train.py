@@ -294,7 +294,7 @@ def _result(run: Run, pos: dict, last: Evaluation, step: int, resumed: dict | No
         epochs=pos["epoch_records"],
         predictions=chosen.predictions,
         generations=chosen.generations,
-        references=last.references,
+        references=last.references if last else [],
         wall_time_s=wall_s,
         train_time_s=t_train,
         train_examples_per_s=min(step * bs, len(run.train_items) * run.training["epochs"]) / max(t_train, 1e-9),
