@@ -148,3 +148,28 @@ def stable_rng(seed: int, *key: object) -> np.random.Generator:
 def ordered_groups(df: pd.DataFrame, cols: Sequence[str]) -> list[tuple]:
     """Distinct values of ``cols`` in order of first appearance (the protocol's order)."""
     return [tuple(r) for r in df[list(cols)].drop_duplicates().itertuples(index=False)]
+
+
+def metric_map(runs: pd.DataFrame | None, metric_by_task: dict | None, tasks) -> dict:
+    """task -> its primary metric: the runs frame's ``metric`` column, overridden by
+    ``metric_by_task``. A classification metric (analysis.metrics) or a generation metric
+    (analysis.textmetrics); an unknown name raises KeyError naming both lists."""
+    from analysis.metrics import METRICS
+    from analysis.textmetrics import TEXT_METRICS
+
+    found = {}
+    if runs is not None and "metric" in runs.columns:
+        found = runs.dropna(subset=["metric"]).groupby("task")["metric"].first().to_dict()
+    found.update(metric_by_task or {})
+    missing = [t for t in tasks if t not in found]
+    if missing:
+        raise ValueError(
+            f"no primary metric for task(s) {missing}: pass runs with a 'metric' column "
+            "or metric_by_task={task: 'f1' | 'mcc' | 'accuracy' | 'macro_f1' | 'bleu' | ...}"
+        )
+    for t in tasks:
+        if found[t] not in METRICS and found[t] not in TEXT_METRICS:
+            known = sorted(METRICS) + TEXT_METRICS.names()
+            raise KeyError(f"task {t!r}: unknown metric {found[t]!r}"
+                           f"{_did_you_mean(found[t], known)}; known: {known}")
+    return found

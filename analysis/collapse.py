@@ -37,8 +37,18 @@ def collapsed_runs(preds: pd.DataFrame | None = None, generations: pd.DataFrame 
     """One row per run: the run's keys (those of ``run_id, task, model, masker, seed`` the frames
     carry), the criteria columns (NaN/False where a criterion does not apply) and ``collapsed``.
 
-    ``preds``: one row per run × eval example with ``label`` and ``prediction`` (classification);
-    ``generations``: one row per run × eval example with ``generation`` (generation tasks)."""
+    ``preds``: one row per run × eval example with ``label`` and ``prediction`` (classification) —
+    rows of generation runs (a ``stats`` or ``generation`` value; whatever placeholder their label
+    and prediction hold) are judged as generations; ``generations``: more generation rows."""
+    if preds is not None and not preds.empty:
+        text = pd.Series(False, index=preds.index)
+        for col in ("stats", "generation"):
+            if col in preds.columns:
+                text |= preds[col].notna()
+        if text.any():
+            generations = pd.concat([g for g in (generations, preds[text]) if g is not None and not g.empty],
+                                    ignore_index=True)
+            preds = preds[~text]
     rows = []
     for frame, judge in ((preds, _judge_classes), (generations, _judge_generations)):
         if frame is None or frame.empty:
@@ -56,7 +66,8 @@ def collapsed_runs(preds: pd.DataFrame | None = None, generations: pd.DataFrame 
 
 
 def _judge_classes(g: pd.DataFrame) -> dict:
-    y, p = g["label"].to_numpy(), g["prediction"].to_numpy()
+    # integer class ids (a frame that also held text rows carries them as floats)
+    y, p = g["label"].to_numpy().astype(np.int64), g["prediction"].to_numpy().astype(np.int64)
     acc = float(np.mean(y == p))
     m = float(np.bincount(y).max() / len(y))
     single = len(np.unique(p)) == 1

@@ -17,7 +17,7 @@ import pandas as pd
 POINT_COLUMNS = {
     "estimate", "sd", "se", "ci_low", "ci_high", "boot_low", "boot_high", "mde", "margin",
     "mean_treatment", "mean_baseline", "effect", "win_threshold", "mean", "min", "max",
-    "pi_low", "pi_high", "rope",
+    "pi_low", "pi_high", "rope", "score_treatment", "score_baseline",
 }
 SHARE_COLUMNS = {
     "share_sign_disagree", "share_sign_disagree_mismatched", "share_win",
@@ -51,6 +51,8 @@ HEADERS = {
     "n_cells": "Cells", "p_val": "p", "tau2": "τ² (pts²)", "i2": "I²", "scope": "Scope",
     "rope": "ROPE ± (pts)", "p_better": "P(better)", "p_rope": "P(in ROPE)",
     "p_worse": "P(worse)", "degenerate": "Degenerate",
+    "score_treatment": "Treatment (pts)", "score_baseline": "Baseline (pts)",
+    "p_value": "p", "n_samples": "Resamples",
 }
 
 

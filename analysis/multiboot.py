@@ -21,6 +21,15 @@ Streams: example resamples come from ``(seed, task, chunk number)`` and seed res
 ``(seed, comparison)``, so a comparison's result does not depend on which other
 comparisons are analysed or on ``n_jobs``.
 
+Generation (seq2seq) tasks, those whose primary metric is an :mod:`analysis.textmetrics`
+metric: predictions carry per-example ``stats`` instead of label and prediction
+(:mod:`analysis.generation`). A drawn set of examples is scored by recomputing each run's
+corpus metric from the drawn rows' statistics (BLEU from summed n-gram counts, one product per
+chunk of draws, as for confusion matrices); the example draws are the same streams as for
+classification. Scores in metric units (BLEU 0.1893), as the runs' values of those tasks.
+``n_jobs`` does not apply there (BLAS products do the work); GLEU, which is not a sum over
+examples, costs about 500 corpus evaluations per resample.
+
 Token classification: predictions are stored per scored word with ``example_id =
 "<sentence id>:<word index>"`` (every id of a task in that form). The resampled unit is then
 the sentence (:func:`sentence_groups`): a drawn sentence brings all its words, and the metric
@@ -41,11 +50,21 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._frames import check_runs, ordered_groups, resolve_comparisons, stable_rng, warn
+from analysis._frames import (
+    check_runs,
+    metric_map,
+    ordered_groups,
+    resolve_comparisons,
+    stable_rng,
+    warn,
+)
 from analysis.audit import pair_runs
+from analysis.generation import generation_tasks, metric_units, run_stats
 from analysis.metrics import PER_CLASS, get_metric, metric_from_confusion
+from analysis.textmetrics import resampled_scores
 
-PRED_COLUMNS = ("task", "model", "masker", "seed", "example_id", "label", "prediction")
+KEY_COLUMNS = ("task", "model", "masker", "seed", "example_id")
+PRED_COLUMNS = (*KEY_COLUMNS, "label", "prediction")  # a classification task's predictions
 COLUMNS = [
     "task", "model", "treatment", "baseline", "metric", "n_pairs", "n_examples",
     "mean_treatment", "mean_baseline", "estimate", "ci_low", "ci_high", "p_boot",
@@ -242,22 +261,6 @@ def _arrays_for(preds: pd.DataFrame, task) -> tuple:
     return labels, runs, list(ex.categories)
 
 
-def _metric_map(runs: pd.DataFrame | None, metric_by_task: dict | None, tasks) -> dict:
-    found = {}
-    if runs is not None and "metric" in runs.columns:
-        found = runs.dropna(subset=["metric"]).groupby("task")["metric"].first().to_dict()
-    found.update(metric_by_task or {})
-    missing = [t for t in tasks if t not in found]
-    if missing:
-        raise ValueError(
-            f"no primary metric for task(s) {missing}: pass runs with a 'metric' column "
-            "or metric_by_task={task: 'f1' | 'mcc' | 'accuracy' | 'macro_f1'}"
-        )
-    for t in tasks:
-        get_metric(found[t])
-    return found
-
-
 def multibootstrap(
     predictions: pd.DataFrame,
     runs: pd.DataFrame | None = None,
@@ -273,7 +276,8 @@ def multibootstrap(
 ) -> pd.DataFrame:
     """Multibootstrap every comparison (one row each, columns ``COLUMNS``).
 
-    ``predictions``: one row per run x evaluation example with ``PRED_COLUMNS``.
+    ``predictions``: one row per run x evaluation example with ``PRED_COLUMNS`` (a
+    generation task: ``analysis.generation.GEN_COLUMNS``, label and prediction not needed).
     ``runs`` (optional): the runs frame; supplies each task's ``metric`` and, through the
     pairing audit, the seeds allowed to pair (fingerprint mismatches raise
     :class:`analysis.PairingError` unless ``on_mismatch="drop"``). Comparisons as in
@@ -281,14 +285,18 @@ def multibootstrap(
     bulk of the work, shared by the task's comparisons) over joblib threads; results do
     not depend on it.
     """
-    missing = [c for c in PRED_COLUMNS if c not in predictions.columns]
+    missing = [c for c in KEY_COLUMNS if c not in predictions.columns]
     if missing:
         raise ValueError(f"predictions frame lacks column(s) {missing}")
     preds = predictions.reset_index(drop=True)
     keys_frame = preds[["task", "model", "masker", "seed"]].drop_duplicates()
     clean = check_runs(runs) if runs is not None else None
     pairs = resolve_comparisons(clean if clean is not None else keys_frame, baseline, comparisons)
-    metric_of = _metric_map(clean, metric_by_task, list(pd.unique(preds["task"])))
+    metric_of = metric_map(clean, metric_by_task, list(pd.unique(preds["task"])))
+    generation = generation_tasks(preds, metric_of)
+    missing = [c for c in PRED_COLUMNS if c not in preds.columns]
+    if missing and set(pd.unique(preds["task"])) - generation:
+        raise ValueError(f"predictions frame lacks column(s) {missing}")
     allowed = None
     if clean is not None:
         paired, _, _ = pair_runs(clean, pairs, on_mismatch=on_mismatch)
@@ -301,11 +309,15 @@ def multibootstrap(
     for (task,) in ordered_groups(order, ["task"]):
         if task not in set(keys_frame["task"]):
             continue
-        labels, arrays, ids = _arrays_for(preds, task)
+        if task in generation:
+            arrays, ids = run_stats(preds, task)
+            groups, n = None, len(ids)
+        else:
+            labels, arrays, ids = _arrays_for(preds, task)
+            k = _num_labels(labels, np.stack(list(arrays.values())))
+            n = labels.size
+            groups = sentence_groups(ids)
         runs_order = list(arrays)
-        k = _num_labels(labels, np.stack([arrays[r] for r in runs_order]))
-        n = labels.size
-        groups = sentence_groups(ids)
         units = n if groups is None else int(groups.max()) + 1
         scores = None
         for model in pd.unique(order.loc[order["task"] == task, "model"]):
@@ -325,13 +337,18 @@ def multibootstrap(
                 if not seeds:
                     continue
                 if scores is None:  # every run's (B,) scores, shared by the task's comparisons
-                    preds_all = np.stack([arrays[r] for r in runs_order])
                     metric = metric_of[task]
-                    full = metric_from_confusion(
-                        metric, confusions(labels, preds_all, k, [np.arange(n)[None, :]]))
-                    scores = metric_from_confusion(metric, confusions(
-                        labels, preds_all, k, example_draws(seed, task, n_boot, units),
-                        n_jobs=n_jobs, groups=groups))
+                    draws = example_draws(seed, task, n_boot, units)
+                    if task in generation:
+                        stats = [arrays[r] for r in runs_order]
+                        full = metric_units(resampled_scores(metric, stats, np.arange(n)[None, :]))
+                        scores = metric_units(resampled_scores(metric, stats, np.concatenate(draws)))
+                    else:
+                        preds_all = np.stack([arrays[r] for r in runs_order])
+                        full = metric_from_confusion(
+                            metric, confusions(labels, preds_all, k, [np.arange(n)[None, :]]))
+                        scores = metric_from_confusion(metric, confusions(
+                            labels, preds_all, k, draws, n_jobs=n_jobs, groups=groups))
                 key = (task, model, treat, base)
                 rows_t = [runs_order.index((model, treat, s)) for s in seeds]
                 rows_b = [runs_order.index((model, base, s)) for s in seeds]

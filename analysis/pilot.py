@@ -97,20 +97,20 @@ def _verdict(n_collapsed: int, n_runs: int, needed: list[float], planned: int, m
 
 def pilot_table(runs: pd.DataFrame, preds: pd.DataFrame, comparisons: list[tuple[str, str]], *,
                 margin: float | None, alpha: float = 0.05, planned_seeds: int, power: float = TARGET_POWER,
-                seed: int = 0, generations: pd.DataFrame | None = None,
-                levels: dict | None = None) -> pd.DataFrame:
+                seed: int = 0, levels: dict | None = None) -> pd.DataFrame:
     """One row per task × model × masker that ran in the pilot.
 
     ``runs``: the analysis frame (``run_id, task, model, masker, seed, metric, value, wall_time_s``);
     ``preds``: their predictions (``run_id, label, prediction``); ``comparisons``: (treatment,
-    baseline) pairs of the protocol. Baseline rows have ``masker == baseline`` and no paired SD.
+    baseline) pairs of the protocol; ``levels``: task → (majority, chance) for tasks whose levels
+    come from elsewhere (generation tasks: :func:`study.pilot.generation_levels`). Baseline rows have ``masker == baseline`` and no paired SD.
     ``verdict`` is the cell's (task × model) verdict, repeated on each of its rows: collapsed if
     any of its runs collapsed, too noisy if the planned seeds are fewer than the seeds needed to
     detect ``margin`` at ``power`` or to show equivalence within it, else ok. Columns: :data:`COLUMNS`.
     """
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
-    flags = collapsed_runs(preds, generations).set_index("run_id")
+    flags = collapsed_runs(preds).set_index("run_id")
     levels = levels or {}
     baselines = {b for _, b in comparisons}
     rows = []

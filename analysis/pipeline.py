@@ -21,6 +21,7 @@ from analysis.collapse import collapsed_runs
 from analysis.comparisons import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparisons import compare
 from analysis.disagreement import single_run_disagreement
+from analysis.generation import PAIRED_COLUMNS, paired_run_tests
 from analysis.multiboot import multibootstrap
 from analysis.power import power_table
 from analysis.summary import across_sentence, summary_sentence
@@ -60,6 +61,9 @@ class AnalysisResult:
     across: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACROSS_COLUMNS))
     # P(better) / P(within ±margin) / P(worse): per cell, then across cells (scope column)
     bayes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BAYES_COLUMNS))
+    # generation tasks: each treatment run against the baseline run of its seed (sacrebleu's
+    # paired bootstrap); empty for classification
+    paired_runs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> frame of every result table, in reading order. A new table added here is
@@ -69,6 +73,8 @@ class AnalysisResult:
             out["across"] = self.across
         if self.multibootstrap is not None:
             out["multibootstrap"] = self.multibootstrap
+        if len(self.paired_runs):
+            out["paired_runs"] = self.paired_runs
         out |= {"power": self.power, "disagreement": self.disagreement,
                 "variance": self.variance, "cells": self.cells, "audit": self.audit}
         if not self.pairs:  # nothing compared: only the per-cell spread is meaningful
@@ -181,11 +187,15 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
         _, audit, _ = pair_runs(clean, pairs, on_mismatch=on_mismatch)
-        mb = None
+        mb, paired_runs = None, pd.DataFrame(columns=PAIRED_COLUMNS)
         if has_preds:
             mb = multibootstrap(predictions, clean, comparisons=pairs,
                                 metric_by_task=metric_by_task, alpha=alpha, n_boot=n_boot,
                                 seed=seed, n_jobs=n_jobs, on_mismatch=on_mismatch)
+            if "stats" in predictions.columns:  # generation tasks: sacrebleu's defaults
+                paired_runs = paired_run_tests(predictions, clean, comparisons=pairs,
+                                               metric_by_task=metric_by_task,
+                                               on_mismatch=on_mismatch)
         disagreement = single_run_disagreement(clean, comparisons=pairs,
                                                win_threshold=win_threshold,
                                                on_mismatch=on_mismatch)
@@ -213,6 +223,7 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
         settings=settings,
         across=across,
         bayes=bayes,
+        paired_runs=paired_runs,
     )
 
 

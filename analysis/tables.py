@@ -30,6 +30,8 @@ CAPTIONS = {
     "across": "Across tasks and models: random-effects pooled difference (points), "
               "heterogeneity and prediction interval for a new cell.",
     "multibootstrap": "Multibootstrap over seeds and evaluation examples (differences in points).",
+    "paired_runs": "Each treatment run against the baseline run of its seed on the evaluation "
+                   "set (sacrebleu's paired bootstrap; differences in points).",
     "power": "Power of the paired $t$-test and seeds needed for the target power.",
     "disagreement": "What a single run would have told you: shares of single-seed comparisons.",
     "variance": "Variance decomposition of the primary metric.",

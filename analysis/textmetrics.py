@@ -25,7 +25,7 @@ n-gram order, ``num = max(|h & r| - |h & (s - r)|, 0)`` (hypothesis n-grams matc
 reference, minus those matching source n-grams that the reference dropped) and
 ``den = max(len(h) + 1 - n, 0)``; a corpus GLEU ``exp(min(0, 1 - r/c) + mean_n log(num/den))``
 (0 if any summed statistic is 0); and, the 2016 update, 500 iterations each choosing one
-reference per sentence at random (``random.seed(101 j)``, then ``randint(0, n_refs - 1)`` per
+reference per sentence at random (Python's Mersenne Twister seeded ``101 j``, then ``randint(0, n_refs - 1)`` per
 sentence in corpus order), the score being the mean over iterations. The choice depends on a
 sentence's position, so a resample is scored as the scorer would score the resampled corpus.
 Sentences with different numbers of references draw ``randint(0, n_refs_i - 1)`` each (the
@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ class TextMetric:
     """One generation metric: per-example statistics and the corpus score from them."""
 
     name = ""
+    width: int | None = None  # numbers per example (None: GLEU's 1 + 10 per reference)
     additive = True  # the corpus score is a function of the summed statistics and the count
     needs_source = False
 
@@ -118,6 +120,7 @@ class Bleu(TextMetric):
     """sacrebleu's corpus BLEU with its defaults (13a, mixed case, exp smoothing); 0-100."""
 
     name = "bleu"
+    width = 10
 
     def example_stats(self, hypothesis, references, source=None):
         stats = _cached_sacrebleu("bleu")._extract_corpus_statistics(
@@ -149,6 +152,7 @@ class Chrf(TextMetric):
     """sacrebleu's corpus chrF with its defaults (6 character orders, no words, beta 2); 0-100."""
 
     name = "chrf"
+    width = 18
 
     def example_stats(self, hypothesis, references, source=None):
         stats = _cached_sacrebleu("chrf")._extract_corpus_statistics(
@@ -194,6 +198,7 @@ class RougeL(TextMetric):
     """rouge-score's ROUGE-L F (Porter stemmer, its default tokenizer), best reference; 0-100."""
 
     name = "rougeL"
+    width = 1
 
     def example_stats(self, hypothesis, references, source=None):
         return [float(_rouge_scorer().score_multi(list(references), hypothesis)["rougeL"].fmeasure)]
@@ -212,6 +217,7 @@ class ExactMatch(TextMetric):
     """Share of hypotheses equal to one of their references (strip()ped), in points."""
 
     name = "exact_match"
+    width = 1
 
     def example_stats(self, hypothesis, references, source=None):
         return [float(hypothesis.strip() in {r.strip() for r in references})]
@@ -224,15 +230,13 @@ class ExactMatch(TextMetric):
         return f"{refs}type:exact_match|strip:yes|case:mixed|multiref:any|score:100*mean"
 
 
-def _ngram_counts(tokens: list[str], n: int) -> dict:
-    from collections import Counter
-
+def _ngram_counts(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) + 1 - n))
 
 
 @functools.lru_cache(maxsize=16)
 def _gleu_reference_draws(n_refs: tuple) -> np.ndarray:
-    """(GLEU_ITERATIONS, n) reference choices, the JFLEG scorer's: ``random.seed(j * 101)``
+    """(GLEU_ITERATIONS, n) reference choices, the JFLEG scorer's: seeded with ``j * 101``
     then one ``randint(0, n_refs - 1)`` per sentence in order. ``n_refs``: ``("all", n, m)``
     when every sentence has m references (a short cache key), else the count per sentence."""
     counts = [n_refs[2]] * n_refs[1] if n_refs and n_refs[0] == "all" else list(n_refs)
@@ -242,6 +246,18 @@ def _gleu_reference_draws(n_refs: tuple) -> np.ndarray:
         rnd.seed(j * 101)
         out[j] = [rnd.randint(0, m - 1) for m in counts]
     return out
+
+
+def _exact_dtype(counts: np.ndarray, n: int):
+    """float32 when sums of ``n`` of these integer counts stay below 2^24, where float32
+    integer arithmetic is exact (twice the speed of float64 products); else float64."""
+    return np.float32 if float(np.max(counts, initial=0.0)) * n < 2**24 else np.float64
+
+
+@functools.lru_cache(maxsize=2)
+def _gleu_choice_all(n: int, m: int) -> np.ndarray:
+    """One-hot (ITER, n, m) of the choices for n sentences with m references each."""
+    return (_gleu_reference_draws(("all", n, m))[..., None] == np.arange(m)).astype(float)
 
 
 def _gleu_from_sums(s: np.ndarray) -> np.ndarray:
@@ -264,16 +280,19 @@ class Gleu(TextMetric):
     def example_stats(self, hypothesis, references, source=None):
         if source is None:
             raise ValueError("gleu needs the source sentence: example_stats(..., source=...)")
-        h, s = hypothesis.split(), source.split()
-        out = [float(len(references))]
+        h = hypothesis.split()
+        orders = range(1, GLEU_ORDER + 1)
+        h_ng = [_ngram_counts(h, n) for n in orders]
+        s_ng = [_ngram_counts(source.split(), n) for n in orders]
+        out = [len(references)]
         for ref in references:
             r = ref.split()
             out += [len(h), len(r)]
-            for n in range(1, GLEU_ORDER + 1):
-                h_ng, s_ng, r_ng = _ngram_counts(h, n), _ngram_counts(s, n), _ngram_counts(r, n)
-                s_not_r = {g: c for g, c in s_ng.items() if g not in r_ng}
-                matched = sum(min(c, r_ng[g]) for g, c in h_ng.items() if g in r_ng)
-                penalised = sum(min(c, s_not_r[g]) for g, c in h_ng.items() if g in s_not_r)
+            for n, hn, sn in zip(orders, h_ng, s_ng, strict=True):
+                rn = _ngram_counts(r, n)
+                # the scorer's |h & r| - |h & (s n-grams the reference dropped)|, floored at 0
+                matched = sum(min(c, rn[g]) for g, c in hn.items() if g in rn)
+                penalised = sum(min(c, sn[g]) for g, c in hn.items() if g in sn and g not in rn)
                 out += [max(matched - penalised, 0), max(len(h) + 1 - n, 0)]
         return [float(x) for x in out]
 
@@ -286,27 +305,45 @@ class Gleu(TextMetric):
 
     @staticmethod
     def _choice(n_refs: np.ndarray) -> np.ndarray:
-        """One-hot reference choices (ITER, n, M) for sentences with ``n_refs`` (n,) references."""
+        """One-hot reference choices (ITER, n, m) for sentences with ``n_refs`` (n,) references."""
         if np.any(n_refs < 1):
             raise ValueError("gleu statistics: every example needs at least one reference")
         m = int(n_refs.max())
-        key = ("all", len(n_refs), m) if np.all(n_refs == m) else tuple(int(x) for x in n_refs)
-        draws = _gleu_reference_draws(key)
+        if np.all(n_refs == m):  # the usual case: one matrix for every resample of the corpus
+            return _gleu_choice_all(len(n_refs), m)
+        draws = _gleu_reference_draws(tuple(int(x) for x in n_refs))
         return (draws[..., None] == np.arange(m)).astype(float)
 
-    def _iteration_scores(self, per_ref: np.ndarray, n_refs: np.ndarray) -> np.ndarray:
-        """Mean over iterations of GLEU for runs ``per_ref`` (R, n, M, 10) in corpus order. (R,)"""
-        choice = self._choice(n_refs)  # (ITER, n, M)
-        r, n, m, _ = per_ref.shape
-        flat = per_ref[:, :, : choice.shape[2]].transpose(1, 2, 0, 3).reshape(n * choice.shape[2], r * 10)
-        sums = (choice.reshape(GLEU_ITERATIONS, -1) @ flat).reshape(GLEU_ITERATIONS, r, 10)
+    @staticmethod
+    def _iteration_means(choice: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+        """Mean over iterations of GLEU: ``choice`` (ITER, n, m), ``drawn`` (R, c, n, m, 10) the
+        statistics of c resamples of R runs, rows in corpus order. Returns (c, R)."""
+        runs, c, n, m = drawn.shape[:4]
+        dtype = _exact_dtype(drawn, n)
+        flat = drawn.transpose(2, 3, 1, 0, 4).reshape(n * m, c * runs * 10).astype(dtype)
+        sums = choice.reshape(GLEU_ITERATIONS, n * m).astype(dtype, copy=False) @ flat
+        sums = sums.astype(float).reshape(GLEU_ITERATIONS, c, runs, 10)
         return 100.0 * _gleu_from_sums(sums).mean(axis=0)
 
     def scores(self, stats, draws):
         n_refs, per_ref = self._layout(stats)  # (R, N), (R, N, M, 10)
         if np.any(n_refs != n_refs[:1]):
             raise ValueError("gleu: runs disagree on the number of references of some example")
-        return np.stack([self._iteration_scores(per_ref[:, d], n_refs[0, d]) for d in draws])
+        n_refs, (runs, n) = n_refs[0], (per_ref.shape[0], draws.shape[1])
+        m = int(n_refs.max())
+        if np.all(n_refs == m):
+            # Every resample then makes the same choices by position: one product
+            # (ITER, n m) @ (n m, resamples x runs x 10) per chunk of resamples.
+            choice = self._choice(np.full(n, m))
+            chunk = max(1, int(2e6 // (n * m * runs * 10)))
+            return np.concatenate([self._iteration_means(choice, per_ref[:, d, :m])
+                                   for d in np.array_split(draws, range(chunk, len(draws), chunk))])
+        # different reference counts: each resample draws its own choices
+        out = []
+        for d in draws:
+            choice = self._choice(n_refs[d])
+            out.append(self._iteration_means(choice, per_ref[:, d[None], : choice.shape[2]])[0])
+        return np.stack(out)
 
     def mixture_scores(self, first, second, take_first):
         # The rows keep their positions, so the reference choices are fixed: an iteration's sum
@@ -319,17 +356,19 @@ class Gleu(TextMetric):
         m = choice.shape[2]
         base = np.einsum("jpr,prk->jk", choice, b[:, :m])  # (ITER, 10)
         delta = np.einsum("jpr,prk->pjk", choice, (a - b)[:, :m]).reshape(len(n_refs), -1)
+        dtype = _exact_dtype(np.abs(delta), len(n_refs))
+        delta = delta.astype(dtype)
         out = []
         for start in range(0, len(take_first), CHUNK):
-            sel = take_first[start:start + CHUNK].astype(float)
-            sums = base[None] + (sel @ delta).reshape(len(sel), GLEU_ITERATIONS, 10)
+            sel = take_first[start:start + CHUNK].astype(dtype)
+            sums = base[None] + (sel @ delta).astype(float).reshape(len(sel), GLEU_ITERATIONS, 10)
             out.append(100.0 * _gleu_from_sums(sums).mean(axis=1))
         return np.concatenate(out)
 
     def signature(self, n_refs=None):
         refs = "" if n_refs is None else f"nrefs:{'var' if n_refs == -1 else n_refs}|"
         return (f"{refs}type:gleu|version:napoles2016|n:{GLEU_ORDER}|iter:{GLEU_ITERATIONS}|"
-                "draws:random.seed(101*j)|tok:split|score:100*mean-over-iterations")
+                "draws:python-seed-101j|tok:split|score:100*mean-over-iterations")
 
 
 # --- the functional interface ------------------------------------------------------------
@@ -374,9 +413,19 @@ def stats_matrix(stats) -> np.ndarray:
 
 
 def _check_width(m: TextMetric, stats: np.ndarray) -> None:
-    if m.additive and np.isnan(stats).any():
-        raise ValueError(f"{m.name}: statistics rows differ in length or hold NaN; every "
-                         f"example needs the same {stats.shape[-1]} numbers")
+    """Statistics that cannot be ``m``'s (another metric's, or a row cut short) are an error,
+    never a wrong score."""
+    k = stats.shape[-1]
+    if m.width is not None and (k != m.width or np.isnan(stats).any()):
+        raise ValueError(f"{m.name}: every example needs {m.width} statistics "
+                         f"(example_stats({m.name!r}, ...)); got rows of {k} numbers, or rows "
+                         "that differ in length or hold NaN")
+    if m.width is None:  # gleu: [n_refs, 10 per reference], rows padded with NaN
+        n_refs = stats[..., 0]
+        if (k - 1) % 10 or np.isnan(n_refs).any() or np.any(n_refs < 1) \
+                or np.any(1 + 10 * n_refs > k) or np.isnan(stats[..., :11]).any():
+            raise ValueError(f"{m.name}: every example needs [n_refs, then 10 numbers per "
+                             f"reference] (example_stats({m.name!r}, ...)); got rows of {k}")
 
 
 def corpus_score(metric: str, stats) -> float:

@@ -51,12 +51,10 @@ def load_pilot_table(protocol: Protocol, pilot: list[RunSpec]):
 
     with Store(protocol.store_path) as store:
         runs = store.load_runs(pilot)
-        preds = store.load_predictions(pilot)
-        generations = store.load_generations(pilot)
+        preds = store.load_predictions(pilot)  # generation runs' rows included (collapse reads them)
     a = protocol.analysis
     return pilot_table(runs, preds, protocol.comparisons(), margin=a.margin, alpha=a.alpha,
-                       planned_seeds=len(protocol.seeds), seed=a.seed, generations=generations,
-                       levels=generation_levels(protocol, runs))
+                       planned_seeds=len(protocol.seeds), seed=a.seed, levels=generation_levels(protocol, runs))
 
 
 def generation_levels(protocol: Protocol, runs) -> dict:

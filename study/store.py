@@ -348,10 +348,16 @@ class Store:
         return df[RUN_COLUMNS + extra].reset_index(drop=True)
 
     def load_predictions(self, specs: Iterable[RunSpec]) -> pd.DataFrame:
-        """Per-example predictions of done runs, labelled like ``load_runs``."""
+        """Per-example predictions of done runs, labelled like ``load_runs``: classification rows
+        (label, prediction, score) and, for generation runs, rows with ``generation`` and ``stats``
+        (label and prediction NaN) — the frame analysis.analyze reads."""
         runs = self.load_runs(specs)[["run_id", "task", "model", "masker", "seed"]]
         preds = pd.read_sql_query("SELECT p.* FROM predictions p JOIN runs r ON r.run_id = p.run_id "
                                   "WHERE r.status = 'done'", self.conn)
+        gens = pd.read_sql_query("SELECT g.* FROM generations g JOIN runs r ON r.run_id = g.run_id "
+                                 "WHERE r.status = 'done'", self.conn)
+        if not gens.empty:
+            preds = pd.concat([preds, gens], ignore_index=True)
         return runs.merge(preds, on="run_id", how="inner")
 
     def load_generations(self, specs: Iterable[RunSpec]) -> pd.DataFrame:

@@ -125,3 +125,19 @@ def test_plan_with_an_unreachable_hub_exits_0_quickly_and_says_why(tmp_path):
         assert "bert-base-uncased" in why
         assert ("HF_HUB_OFFLINE is set" if "HF_HUB_OFFLINE" in env else "127.0.0.1:9 is unreachable") in why
         assert took < 60  # the hub libraries' own retries alone take ~25 s per file
+
+
+def test_generation_metrics_never_import_torch():
+    """Every generation metric, its paired tests and the multibootstrap module run without torch
+    (the analysis layer scores seq2seq runs from their stored statistics)."""
+    code = ("from analysis import textmetrics as tm, generation, multiboot\n"
+            "for m in tm.TEXT_METRICS:\n"
+            "    s = [tm.example_stats(m, h, ['a b c d', 'a c'], 'a b') for h in ('a b c', 'a c d', 'b')]\n"
+            "    tm.corpus_score(m, s); tm.paired_bootstrap(s, s[::-1], m, n_samples=20)\n"
+            "    tm.paired_ar(s, s[::-1], m, n_samples=20)\n")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = imported(proc.stderr)
+    assert {"sacrebleu", "rouge_score", "analysis.textmetrics"} <= modules  # the probe sees them
+    assert not modules & set(TORCH_MODULES), sorted(modules & set(TORCH_MODULES))

@@ -11,7 +11,8 @@
   longest training target in tokens) — and scores the generation against all its references.
   The run's metric is the corpus score (:func:`analysis.textmetrics.corpus_score`) of the
   per-example sufficient statistics, which the store keeps per example beside the generated text,
-  so the analysis can recompute the corpus metric for any resample of examples.
+  so the analysis can recompute the corpus metric for any resample of examples; in metric units
+  like every analysis frame (points / 100: BLEU 0.1893, :func:`analysis.generation.metric_units`).
 - **Maskers**: input-level maskers rewrite ``input_ids`` (the encoder input, the source);
   attention-level maskers act where :mod:`study.maskers` places them. Batches carry the source as
   ``input_ids``/``attention_mask``, the decoder input as ``decoder_input_ids`` and the targets as
@@ -168,6 +169,7 @@ class Seq2Seq(TaskType):
         return texts
 
     def evaluate(self, model, items, examples, task, loaded, batch_size, device, generation=None) -> Evaluation:
+        from analysis.generation import metric_units
         from analysis.textmetrics import corpus_score, example_stats
 
         firsts = [it for it in items if it["_ref"] == 0]
@@ -176,10 +178,11 @@ class Seq2Seq(TaskType):
         metric = task.primary_metric
         stats = [example_stats(metric, text, list(ex.references), ex.text_a)
                  for text, ex in zip(texts, examples, strict=True)]
-        metrics = {metric: corpus_score(metric, stats)}
+        # metric units, as every analysis frame: the corpus score in points / 100 (BLEU 0.1893)
+        metrics = {metric: metric_units(corpus_score(metric, stats))}
         for extra in task.extra_metrics:
-            metrics[extra] = corpus_score(extra, [example_stats(extra, t, list(ex.references), ex.text_a)
-                                                  for t, ex in zip(texts, examples, strict=True)])
+            metrics[extra] = metric_units(corpus_score(extra, [example_stats(extra, t, list(ex.references), ex.text_a)
+                                                               for t, ex in zip(texts, examples, strict=True)]))
         return Evaluation(
             metrics=metrics,
             generations=[[ex.id, text, s] for ex, text, s in zip(examples, texts, stats, strict=True)],
@@ -210,13 +213,15 @@ def longest_target(task, loaded) -> int:
 def reference_levels(metric: str, train, eval_) -> dict[str, float]:
     """The two trivial systems the pilot reads a generation run against: every eval source copied as
     its output (``copy source``), and the most frequent training reference answered for every source
-    (``most frequent target``), each scored by ``metric`` against the eval references."""
+    (``most frequent target``), each scored by ``metric`` against the eval references, in metric
+    units (points / 100)."""
+    from analysis.generation import metric_units
     from analysis.textmetrics import corpus_score, example_stats
 
     counts = collections.Counter(r for e in train for r in e.references)
     frequent = counts.most_common(1)[0][0] if counts else ""
     score = {}
     for name, output in (("copy source", lambda e: e.text_a), ("most frequent target", lambda e: frequent)):
-        score[name] = corpus_score(metric, [example_stats(metric, output(e), list(e.references), e.text_a)
-                                            for e in eval_])
+        score[name] = metric_units(corpus_score(metric, [example_stats(metric, output(e), list(e.references),
+                                                                       e.text_a) for e in eval_]))
     return score

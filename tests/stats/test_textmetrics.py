@@ -79,6 +79,8 @@ def test_corpus_score_edge_cases_equal_sacrebleu(metric):
         (["x y z w v"], [["a b c d e"]]),                 # no match at all
         (["the cat sat on the mat"], [["the cat sat on the mat"]]),  # perfect
         (["the cat sat"], [["dog", "the cat sat on a mat today"]]),  # closest ref length
+        (["the cat ran home fast"], [["the cat sat on a mat"]]),  # 3-, 4-grams: no match, smoothed
+        (["the cat ran home fast", "a dog"], [["the cat sat on a mat"], ["a dog barks"]]),
     ]
     for hyps, refs in cases:
         assert tm.corpus_score(metric, stats_of(metric, hyps, refs)) == pytest.approx(
@@ -176,6 +178,16 @@ def test_gleu_of_the_jfleg_dev_source_equals_the_scorer(tmp_path):
     got = tm.corpus_score("gleu", stats_of("gleu", srcs, [list(r) for r in refs], srcs))
     assert got == pytest.approx(expected, abs=1e-9, rel=0)
     assert round(got, 4) == 38.1965
+
+
+def test_gleu_leaves_the_global_random_state_alone():
+    import random
+
+    hyps, refs, srcs = corpus(9, n=10, max_refs=2, same_refs=True)
+    random.seed(5)
+    state = random.getstate()
+    tm.corpus_score("gleu", stats_of("gleu", hyps, refs, srcs))
+    assert random.getstate() == state
 
 
 def test_gleu_with_different_reference_counts_draws_per_example():
@@ -290,9 +302,35 @@ def test_registry_signatures_and_errors():
         tm.example_stats("gleu", "a", ["a"])
     with pytest.raises(ValueError, match="non-empty list"):
         tm.example_stats("bleu", "a", [])
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="bleu: every example needs 10 statistics"):
         tm.corpus_score("bleu", [[1.0] * 10, [1.0] * 9])
+    with pytest.raises(ValueError, match="chrf: every example needs 18 statistics.*rows of 10"):
+        tm.corpus_score("chrf", [[1.0] * 10])  # BLEU's statistics scored as chrF
+    with pytest.raises(ValueError, match=r"gleu: every example needs \[n_refs"):
+        tm.corpus_score("gleu", [[2.0] + [1.0] * 10])  # says 2 references, holds 1
     with pytest.raises(ValueError, match="same examples"):
         tm.paired_bootstrap([[1.0]] * 3, [[1.0]] * 4, "exact_match")
     # the store keeps a row as JSON text
     assert tm.corpus_score("exact_match", ["[1.0]", "[0.0]"]) == 50.0
+
+
+E2E = JFLEG.parent / "e2e" / "testset_w_refs.csv"
+
+
+@pytest.mark.slow  # ~8 s: sacrebleu's PairedTest re-reads 4,693 references per metric
+@pytest.mark.skipif(not E2E.is_file(), reason="needs ../shared/data/e2e")
+def test_e2e_test_set_bleu_chrf_and_paired_bootstrap_equal_sacrebleu(monkeypatch):
+    """E2E's 630 test inputs with 1-14 references each; two systems made from the references."""
+    import pandas as pd
+
+    monkeypatch.setenv("SACREBLEU_SEED", "12345")
+    refs = [list(r) for r in pd.read_csv(E2E).groupby("mr", sort=False)["ref"].apply(list)]
+    assert len(refs) == 630 and sum(map(len, refs)) == 4693
+    rng = np.random.default_rng(0)
+    base = [" ".join(w for w in r[0].split() if rng.random() > 0.3) for r in refs]
+    other = [" ".join(w for w in r[-1].split() if rng.random() > 0.29) for r in refs]
+    for metric in ("bleu", "chrf"):
+        sb, so = stats_of(metric, base, refs), stats_of(metric, other, refs)
+        assert tm.corpus_score(metric, sb) == pytest.approx(SACRE[metric](base, refs), abs=1e-9, rel=0)
+        _, theirs = sacrebleu_paired("bs", metric, base, other, refs, 1000)
+        assert tm.paired_bootstrap(sb, so, metric).p_value == theirs.p_value
