@@ -164,7 +164,7 @@ def main(argv=None) -> int:
               f"{'' if rate is None else f'{rate:.3f}'}")
     for setting, e in result["eval"].items():
         print(f"evaluation {setting}: {1000 * e['s_per_example']:.1f} ms per example over {e['examples']} examples "
-              f"(generation + metric statistics; BLEU {e['bleu']:.2f} of the untrained model)")
+              f"(generation + metric statistics; BLEU {100 * e['bleu']:.2f} of the model before fine-tuning)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

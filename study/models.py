@@ -91,6 +91,7 @@ class LoadedModel:
     num_layers: int
     num_heads: int
     decoder_start_token_id: int | None = None  # seq2seq: the first decoder input
+    longest_target: int | None = None  # seq2seq: the longest training target in tokens, once measured
 
 
 def _layer_overrides(config, n: int) -> dict:

@@ -137,7 +137,12 @@ def test_minilm_encoder_decoder_study_through_the_cli_matches_sacrebleu(data, tm
     assert env["metric_signature"].startswith("nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp")
     with sqlite3.connect(p["store"]) as c:
         assert c.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 4 * 6
-    assert (tmp_path / "reports" / "s2s" / "report.pdf").is_file()
+    from pypdf import PdfReader
+
+    text = " ".join(page.extract_text() for page in PdfReader(tmp_path / "reports" / "s2s" / "report.pdf").pages)
+    assert "Generations" in text and "signature nrefs:2|case:mixed" in text  # signature, outputs side by side
+    assert "r (seed 0)" in text and "none (seed 0)" in text
+    assert (tmp_path / "reports" / "s2s" / "paired_runs.csv").is_file()  # sacrebleu's paired bootstrap per seed
 
 
 BAD = {

@@ -142,8 +142,10 @@ class Seq2Seq(TaskType):
 
     def generation_settings(self, generation: dict | None, task, loaded) -> dict:
         settings = {**GENERATION_DEFAULTS, **(generation or {})}
-        if settings["max_new_tokens"] is None:
-            settings["max_new_tokens"] = longest_target(task, loaded)
+        if settings["max_new_tokens"] is None:  # measured once per run (every epoch evaluates)
+            if loaded.longest_target is None:
+                loaded.longest_target = longest_target(task, loaded)
+            settings["max_new_tokens"] = loaded.longest_target
         return settings
 
     def generate(self, model, items, loaded, batch_size: int, device, settings: dict) -> list[str]:
