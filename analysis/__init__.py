@@ -22,7 +22,7 @@ _EXPORTS = {
     "bayes_paired": "bayes",
     "bootstrap_ci": "bootstrap",
     "SequentialDesign": "sequential",
-    "single_class_runs": "collapse", "uninformative_comparisons": "collapse",
+    "collapsed_runs": "collapse", "uninformative_comparisons": "collapse",
     "compare": "comparisons",  # module not named `compare`: a submodule would shadow the function
     "coverage_simulation": "coverage",
     "single_run_disagreement": "disagreement",

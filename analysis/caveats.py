@@ -57,11 +57,13 @@ def maxt_floor(many: pd.DataFrame, alpha: float) -> list[str]:
 
 def collapse(comparisons: pd.DataFrame, runs: pd.DataFrame, collapsed: pd.DataFrame
              ) -> tuple[list[str], list[str]]:
-    """(caveats, uninformative comparison names) for runs that predicted a single class."""
+    """(caveats, uninformative comparison names) for collapsed runs (:mod:`analysis.collapse`)."""
+    from analysis.collapse import describe
+
     if collapsed.empty:
         return [], []
-    out = [f"{len(collapsed)} of {len(runs)} runs predicted a single class for every evaluation "
-           "example (the model collapsed to the majority class): differences between such runs say "
+    out = [f"{len(collapsed)} of {len(runs)} runs collapsed ({describe(collapsed)}: the model learned "
+           "nothing beyond a trivial answer): differences between such runs say "
            "nothing about the maskers. More training data, steps or a larger backbone are needed "
            "before the comparison is informative."]
     dead = uninformative_comparisons(comparisons, runs, collapsed) if len(comparisons) else []

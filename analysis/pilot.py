@@ -8,9 +8,8 @@ Definitions (per run, from its stored predictions):
 - *majority level*: the metric of always predicting the eval split's most frequent label;
   *chance level*: the expected metric of guessing uniformly among the classes (mean over
   ``CHANCE_DRAWS`` draws from ``numpy.random.default_rng(seed)``).
-- *collapsed*: the run predicted a single class for every example, or its accuracy is within
-  noise of the majority class — not above ``majority + NOISE_Z · sqrt(m (1 − m) / n_eval)``
-  (the binomial standard error of an accuracy m on n_eval examples).
+- *collapsed*: :func:`analysis.collapse.collapsed_runs` (the one definition: a single class for
+  every example, or an accuracy within noise of the majority class's).
 
 Seeds needed use the paired-t power functions of :mod:`analysis.power` with the paired
 differences' SD when a treatment ran beside its baseline (``sd_source = "paired"``); with the
@@ -25,10 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.collapse import collapsed_runs
 from analysis.metrics import get_metric
 from analysis.power import TARGET_POWER, _upper_tail, seeds_needed
 
-NOISE_Z = 2.0
 CHANCE_DRAWS = 200
 MAX_EQUIVALENCE_SEEDS = 10_000
 
@@ -50,24 +49,6 @@ def reference_levels(metric: str, labels, num_labels: int | None = None, seed: i
     rng = np.random.default_rng(seed)
     chance = float(np.mean([_score(metric, y, rng.integers(0, k, size=len(y)), k) for _ in range(CHANCE_DRAWS)]))
     return majority, chance
-
-
-def collapsed_runs(preds: pd.DataFrame) -> pd.DataFrame:
-    """Per run: whether it collapsed (one predicted class, or accuracy within noise of majority).
-
-    ``preds``: one row per run × eval example with ``run_id, label, prediction``. Returns
-    ``run_id, accuracy, majority_accuracy, single_class, collapsed``.
-    """
-    rows = []
-    for run_id, g in preds.groupby("run_id", sort=False):
-        y, p = g["label"].to_numpy(), g["prediction"].to_numpy()
-        acc = float(np.mean(y == p))
-        m = float(np.bincount(y).max() / len(y))
-        single = len(np.unique(p)) == 1
-        near = acc <= m + NOISE_Z * np.sqrt(m * (1 - m) / len(y))
-        rows.append({"run_id": run_id, "accuracy": acc, "majority_accuracy": m, "single_class": single,
-                     "collapsed": bool(single or near)})
-    return pd.DataFrame(rows, columns=["run_id", "accuracy", "majority_accuracy", "single_class", "collapsed"])
 
 
 def equivalence_power(margin: float, sd: float, n: int, alpha: float = 0.05) -> float:
@@ -116,12 +97,13 @@ def _verdict(n_collapsed: int, n_runs: int, needed: list[float], planned: int, m
 
 def pilot_table(runs: pd.DataFrame, preds: pd.DataFrame, comparisons: list[tuple[str, str]], *,
                 margin: float | None, alpha: float = 0.05, planned_seeds: int, power: float = TARGET_POWER,
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, levels: dict | None = None) -> pd.DataFrame:
     """One row per task × model × masker that ran in the pilot.
 
     ``runs``: the analysis frame (``run_id, task, model, masker, seed, metric, value, wall_time_s``);
     ``preds``: their predictions (``run_id, label, prediction``); ``comparisons``: (treatment,
-    baseline) pairs of the protocol. Baseline rows have ``masker == baseline`` and no paired SD.
+    baseline) pairs of the protocol; ``levels``: task → (majority, chance) for tasks whose levels
+    come from elsewhere (generation tasks: :func:`study.pilot.generation_levels`). Baseline rows have ``masker == baseline`` and no paired SD.
     ``verdict`` is the cell's (task × model) verdict, repeated on each of its rows: collapsed if
     any of its runs collapsed, too noisy if the planned seeds are fewer than the seeds needed to
     detect ``margin`` at ``power`` or to show equivalence within it, else ok. Columns: :data:`COLUMNS`.
@@ -129,13 +111,17 @@ def pilot_table(runs: pd.DataFrame, preds: pd.DataFrame, comparisons: list[tuple
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     flags = collapsed_runs(preds).set_index("run_id")
+    levels = levels or {}
     baselines = {b for _, b in comparisons}
     rows = []
     for (task, model), cell in runs.groupby(["task", "model"], sort=False):
-        labels_of = preds[preds["run_id"] == cell["run_id"].iloc[0]].sort_values("example_id")["label"].to_numpy()
         metric = str(cell["metric"].iloc[0])
-        k = int(max(preds.loc[preds["run_id"].isin(cell["run_id"]), ["label", "prediction"]].max())) + 1
-        majority, chance = reference_levels(metric, labels_of, k, seed)
+        if task in levels:  # generation tasks: the trivial systems' scores, computed from the task data
+            majority, chance = levels[task]
+        else:
+            labels_of = preds[preds["run_id"] == cell["run_id"].iloc[0]].sort_values("example_id")["label"].to_numpy()
+            k = int(max(preds.loc[preds["run_id"].isin(cell["run_id"]), ["label", "prediction"]].max())) + 1
+            majority, chance = reference_levels(metric, labels_of, k, seed)
         by_masker = {m: g.set_index("seed")["value"] for m, g in cell.groupby("masker", sort=False)}
         cell_rows = []
         for masker, g in cell.groupby("masker", sort=False):

@@ -17,7 +17,7 @@ from analysis.across import across_cells, metric_of_tasks
 from analysis.audit import pair_runs
 from analysis.bayes import COLUMNS as BAYES_COLUMNS
 from analysis.bayes import bayes_paired
-from analysis.collapse import single_class_runs
+from analysis.collapse import collapsed_runs
 from analysis.comparisons import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparisons import compare
 from analysis.disagreement import single_run_disagreement
@@ -58,7 +58,7 @@ class AnalysisResult:
     pairs: list[tuple[str, str]]
     alpha: float
     margin: float | None
-    collapsed: pd.DataFrame = field(default_factory=pd.DataFrame)  # single-class runs
+    collapsed: pd.DataFrame = field(default_factory=pd.DataFrame)  # collapsed runs (analysis.collapse), criteria as columns
     uninformative: list[str] = field(default_factory=list)  # comparisons of collapsed runs only
     caveats: list[str] = field(default_factory=list)  # what a reader must know beside the tables
     warnings: list[str] = field(default_factory=list)  # what the analysis did to the data
@@ -189,7 +189,8 @@ def _analyze(runs, predictions, baseline, comparisons, alpha, margin, correction
     unfinished = caveats.unfinished_maskers(runs)  # before check_runs drops unfinished runs
     clean = check_runs(runs)
     has_preds = predictions is not None and len(predictions) > 0
-    collapsed = single_class_runs(predictions) if has_preds else single_class_runs(pd.DataFrame())
+    flags = collapsed_runs(predictions if has_preds else None)
+    collapsed = flags[flags["collapsed"]].drop(columns=[c for c in ("run_id",) if c in flags]).reset_index(drop=True)
     if len(collapsed):  # only runs the analysis uses
         keys = clean[["task", "model", "masker", "seed"]]
         collapsed = collapsed.merge(keys, on=list(keys.columns)).reset_index(drop=True)

@@ -54,7 +54,8 @@ def backbone(name: str, device):
 def step_times(model, tokenizer, precision_name: str, args, device) -> tuple[float, float]:
     """Median ms per training step and examples/s, after a warm-up."""
     from study.precision import Precision, configure_tf32
-    from study.train import build_optimizer, collate, model_inputs
+    from study.tasktypes.classification import collate, model_inputs
+    from study.train import build_optimizer
 
     configure_tf32(True, device)
     precision = Precision(precision_name, device)
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
     if not args.skip_maskers:
         print("\nmaskers on the GPU (bench/maskers.py, MiniLM-L6, batch 32 × 128):", flush=True)
-        _maskers_bench().main(["--layers", "6", "--batch-size", "32", "--max-length", "128", "--device", "cuda",
+        _maskers_bench().main(["--layers", "6", "--batch-size", "32", "--max-length", "128",
                                *(["--count-syncs"] if args.count_syncs else [])])
     if not args.skip_packing:
         print("\nlocal pool, runs packed per GPU (demo cell, 2-layer MiniLM, forked workers):")

@@ -3,9 +3,10 @@
     .venv/bin/python bench/maskers.py                    # CPU: 2-layer MiniLM, batch 32 × 64 tokens
     .venv/bin/python bench/maskers.py --layers 6 --batch-size 32 --max-length 128   # e.g. on a GPU
 
-Every masker trains the same model on the same batches (real tweets from the offline task).
-A training step is what train.py does: ``apply`` → forward → loss → backward →
-``after_backward`` → AdamW step. Each round runs, for every one of ``--batches`` batches, all
+Every masker gets its own run, built by the real ``study.train.set_up`` from the same RunSpec but
+for the masker (same seed: the same weights and batches; real tweets from the offline task), and
+is timed on the real ``study.train.train_step``: ``apply`` → forward → loss → backward →
+``after_backward`` → clip → AdamW step → scheduler — the training loop's own code, not a copy. Each round runs, for every one of ``--batches`` batches, all
 maskers back to back on that batch (in a rotated order), so drift on a shared machine hits them
 alike. Per masker and batch the best round counts (interference only adds time); the ratio is
 the median over batches of masker / `none`. A second `none` shows the noise floor. On a CPU with one thread the
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 # Run as a script, bench/ is sys.path[0] and bench/analysis.py would shadow the analysis package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -51,28 +51,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build(args, device):
+def spec_for(args, masker: dict):
+    """The RunSpec of one masker's run: tweets, the backbone cut to --layers, lr 1e-6 (timing only)."""
+    from study.protocol import parse_protocol
+    from study.spec import expand
+
+    protocol = {
+        "name": "bench-maskers", "seeds": [0], "store": "runs/bench-maskers.sqlite",
+        "tasks": [{"name": "tweets", "dataset": "tweets-sentiment",
+                   "max_train_examples": args.batch_size * args.batches, "max_eval_examples": 2}],
+        "models": [{"name": "m", "source": args.model, "num_hidden_layers": args.layers}],
+        "maskers": [{"name": "m", **masker}],
+        "training": {"epochs": 1, "batch_size": args.batch_size, "learning_rate": 1e-6, "max_length": args.max_length},
+    }
+    return expand(parse_protocol(protocol))[0]
+
+
+def build(args) -> dict:
+    """label → its run (study.train.Run), every masker set up as a training run sets it up."""
     from transformers.utils import logging
 
-    from study.maskers.base import MaskerContext
-    from study.models import load_model
-    from study.protocol import TaskConfig
-    from study.tasks import load_task
-    from study.train import collate, encode
+    from study.train import set_up
 
     logging.set_verbosity_error()
-    task = load_task(TaskConfig(name="tweets", dataset="tweets-sentiment",
-                                max_train_examples=args.batch_size * args.batches, max_eval_examples=2))
-    loaded = load_model({"source": args.model, "num_hidden_layers": args.layers}, task.num_labels, 0)
-    model, tokenizer = loaded.model.to(device), loaded.tokenizer
-    items = encode(tokenizer, task.train, args.max_length)
-    batches = [collate(items[i:i + args.batch_size], tokenizer.pad_token_id, device)
-               for i in range(0, len(items), args.batch_size)]
-    context = MaskerContext(
-        replacement_id=loaded.replacement_id, replacement=loaded.replacement, pad_token_id=tokenizer.pad_token_id,
-        special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
-        num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
-    return model, tokenizer, items, batches, context
+    return {label: set_up(spec_for(args, {"kind": kind, **params})) for label, (kind, params) in MASKERS.items()}
 
 
 def make(kind, params, context, device):
@@ -82,76 +84,74 @@ def make(kind, params, context, device):
     return cls(cls.Params(**params), torch.Generator(device=device).manual_seed(0), context)
 
 
-def time_step(masker, model, optimizer, batch, step, device, clock) -> float:
-    """Seconds for one training step in train.py's order of calls."""
-    from study.train import model_inputs
+def bench_steps(args, device, runs: dict) -> dict:
+    from study.train import train_step
 
-    model.train()
-    sync(device)
-    t0 = clock()
-    batch = masker.apply(batch, step)
-    logits = model(**model_inputs(batch)).logits
-    F.cross_entropy(logits, batch["labels"]).backward()
-    masker.after_backward(step)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    sync(device)
-    return clock() - t0
-
-
-def bench_steps(args, device, model, tokenizer, items, batches, context) -> dict:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     labels = list(MASKERS)
+    first = runs["none"]
+    pad = first.loaded.tokenizer.pad_token_id
+    batches = [first.task_type.collate(first.train_items[i:i + args.batch_size], pad, device)
+               for i in range(0, len(first.train_items), args.batch_size)]
     n = len(batches)
-    maskers = {}
-    for label, (kind, params) in MASKERS.items():
-        maskers[label] = make(kind, params, context, device)
-        maskers[label].setup(model, tokenizer, items, (args.rounds + 1) * n)
+    for run in runs.values():
+        run.masker.attach(run.model)
+        run.model.train()
     times = {k: [[] for _ in range(n)] for k in labels}  # per masker, per batch: one time per round
-    for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
-        for b, batch in enumerate(batches):
-            shift = (r * n + b) % len(labels)
-            for label in labels[shift:] + labels[:shift]:  # the maskers back to back on one batch
-                masker = maskers[label]
-                masker.attach(model)
-                try:
-                    seconds = time_step(masker, model, optimizer, batch, r * n + b, device, clock)
-                finally:
-                    masker.detach()
-                if r:
-                    times[label][b].append(seconds)
+    try:
+        for r in range(args.rounds + 1):  # round 0 warms every path up and is not counted
+            for b, batch in enumerate(batches):
+                shift = (r * n + b) % len(labels)
+                for label in labels[shift:] + labels[:shift]:  # the maskers back to back on one batch
+                    sync(device)
+                    t0 = clock()
+                    train_step(runs[label], _copy(batch), r * n + b)
+                    sync(device)
+                    if r:
+                        times[label][b].append(clock() - t0)
+    finally:
+        for run in runs.values():
+            run.masker.detach()
     # Per batch the fastest round (interference only ever adds time), masker / none on the same
     # batch, median over batches.
     best = {k: [min(ts) for ts in times[k]] for k in labels}
     ratios = {k: statistics.median(a / b for a, b in zip(best[k], best["none"], strict=True)) for k in labels}
     overhead = {k: 1000 * statistics.median(a - b for a, b in zip(best[k], best["none"], strict=True)) for k in labels}
     return {"step_ms_none": 1000 * statistics.median(best["none"]), "ratios": ratios, "overhead_ms": overhead,
-            "realised_rates": {k: maskers[k].realised_rate for k in labels}}
+            "realised_rates": {k: runs[k].masker.realised_rate for k in labels}}
 
 
-def bench_syncs(args, device, model, tokenizer, items, batches, context) -> dict:
+def bench_syncs(args, device, runs: dict) -> dict:
     """Host reads of device values per training step, per masker (study.syncs): on CUDA each one
     waits for the device. The forward and backward of ``none`` set the floor."""
     from study.syncs import count_host_reads
+    from study.train import train_step
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    first = runs["none"]
+    pad = first.loaded.tokenizer.pad_token_id
+    batches = [first.task_type.collate(first.train_items[i:i + args.batch_size], pad, device)
+               for i in range(0, len(first.train_items), args.batch_size)]
     per_step, where = {}, {}
-    for label, (kind, params) in MASKERS.items():
-        masker = make(kind, params, context, device)
-        masker.setup(model, tokenizer, items, 2 * len(batches))
-        masker.attach(model)
+    for label, run in runs.items():
+        run.masker.attach(run.model)
+        run.model.train()
         try:
-            time_step(masker, model, optimizer, batches[0], 0, device, time.perf_counter)  # warm-up
+            train_step(run, _copy(batches[0]), 0)  # warm-up
             with count_host_reads(device) as reads:
                 for b, batch in enumerate(batches):
-                    time_step(masker, model, optimizer, batch, b + 1, device, time.perf_counter)
+                    train_step(run, _copy(batch), b + 1)
+                sync(device)
         finally:
-            masker.detach()
+            run.masker.detach()
         per_step[label] = reads.count / len(batches)
         where[label] = sorted(set(reads.calls))[:6]
     return {"per_step": per_step, "extra_per_step": {k: v - per_step["none"] for k, v in per_step.items()},
             "where": where}
+
+
+def _copy(batch: dict) -> dict:
+    """A batch a masker may write into, leaving the shared one as it was (host values as they are)."""
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def bench_tlm_mask(args, device, context) -> dict:
@@ -194,7 +194,6 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--batches", type=int, default=4, help="distinct batches: each round runs each once")
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto",
                    help="cpu: process CPU time (robust on a shared box; auto on CPU with 1 thread), wall: elapsed")
@@ -204,15 +203,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    from study.device import pick_device
+
+    device = pick_device()  # what set_up trains on: the GPU when there is one
     if args.clock == "auto":
         args.clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     result = {"device": f"{device.type}: {name}", "torch": torch.__version__, "threads": torch.get_num_threads(),
               "config": {k: v for k, v in vars(args).items() if k != "json"}}
-    model, tokenizer, items, batches, context = build(args, device)
-    result["tlm_mask"] = bench_tlm_mask(args, device, context)
-    result["steps"] = bench_steps(args, device, model, tokenizer, items, batches, context)
+    runs = build(args)
+    result["tlm_mask"] = bench_tlm_mask(args, device, runs["none"].masker.context)
+    result["steps"] = bench_steps(args, device, runs)
 
     s = result["steps"]
     print(f"device {result['device']}  torch {result['torch']}  threads {result['threads']}")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     print(f"TLM mask {m['shape'][0]}x{m['shape'][1]}: vectorised {m['vectorised_ms']:.3f} ms, per-row loop "
           f"{m['rowwise_ms']:.1f} ms, speedup {m['speedup']:.0f}x (target >= {TLM_SPEEDUP_TARGET:.0f}x)")
     if args.count_syncs:
-        result["syncs"] = bench_syncs(args, device, model, tokenizer, items, batches, context)
+        result["syncs"] = bench_syncs(args, device, runs)
         print("host reads of device values per step (on CUDA each waits for the device), masker - none:")
         print("  " + ", ".join(f"{k} {v:+.1f}" for k, v in result["syncs"]["extra_per_step"].items()
                                if not k.startswith("none")) + f"   (none: {result['syncs']['per_step']['none']:.1f})")

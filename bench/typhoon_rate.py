@@ -56,7 +56,7 @@ from study.maskers.typhoon import (  # noqa: E402
 def simulate(items, special_ids, vocab: int, *, rate: float, ema: float, spread: float, batch_size: int,
              epochs: int, seed: int, variant: str) -> list[tuple[int, int]]:
     """(masked, eligible) per epoch of one simulated run."""
-    from study.train import collate
+    from study.tasktypes.classification import collate
 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -110,7 +110,7 @@ def main() -> None:
     from study.models import resolve_source
     from study.protocol import TaskConfig
     from study.tasks import load_task
-    from study.train import encode
+    from study.tasktypes.classification import encode
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("builtin:minilm-l6"))
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)

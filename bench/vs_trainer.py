@@ -53,7 +53,7 @@ def trainer(spec, optim: str = "adamw_torch_fused") -> tuple[float, float]:
     from study.protocol import TaskConfig
     from study.seeding import seed_streams
     from study.tasks import load_task
-    from study.train import encode
+    from study.tasktypes.classification import encode
 
     t0 = time.perf_counter()
     training, streams = spec.training, seed_streams(spec.seed)

@@ -90,6 +90,81 @@ class LoadedModel:
     is_decoder: bool
     num_layers: int
     num_heads: int
+    decoder_start_token_id: int | None = None  # seq2seq: the first decoder input
+    longest_target: int | None = None  # seq2seq: the longest training target in tokens, once measured
+
+
+def _layer_overrides(config, n: int) -> dict:
+    """``num_hidden_layers: n`` for an encoder–decoder config: both stacks cut to n layers."""
+    for enc, dec in (("encoder_layers", "decoder_layers"), ("num_layers", "num_decoder_layers")):
+        if hasattr(config, enc) and hasattr(config, dec):
+            return {enc: n, dec: n}
+    return {"num_hidden_layers": n}
+
+
+def load_seq2seq_model(cfg: dict, init_seed: int) -> LoadedModel:
+    """An encoder–decoder for ``task_type: seq2seq``.
+
+    Without ``decoder``: ``AutoModelForSeq2SeqLM`` from ``source`` (BART, T5, mBART, Marian, or a
+    local directory), ``num_hidden_layers`` cutting both stacks. With ``decoder: <source>``: the
+    BERT2BERT recipe (Rothe et al. 2020) — ``transformers.EncoderDecoderModel`` from the encoder
+    checkpoint ``source`` and a decoder made from ``decoder`` (``is_decoder``, causal, with new
+    cross-attention and an LM head tied to its embeddings), each cut to ``num_hidden_layers``;
+    decoder start / pad / end are the tokenizer's [CLS] / [PAD] / [SEP]. The new weights (the
+    cross-attention, the LM head's bias) are initialised from ``init_seed`` and fingerprinted.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = resolve_source(cfg["source"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    n = cfg.get("num_hidden_layers")
+    if cfg.get("decoder"):
+        from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+
+        dec_path = resolve_source(cfg["decoder"])
+        layers = {"num_hidden_layers": n} if n else {}
+        encoder = AutoModel.from_pretrained(path, config=AutoConfig.from_pretrained(path, **layers),
+                                            dtype=torch.float32)
+        dec_config = AutoConfig.from_pretrained(dec_path, is_decoder=True, add_cross_attention=True, **layers)
+        torch.manual_seed(init_seed)
+        decoder, info = AutoModelForCausalLM.from_pretrained(dec_path, config=dec_config, output_loading_info=True,
+                                                            dtype=torch.float32)
+        model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+        new_params = {f"decoder.{k}" for k in info.get("missing_keys", [])}
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        for c in (model.config, model.generation_config):
+            c.decoder_start_token_id, c.pad_token_id, c.eos_token_id = start, tokenizer.pad_token_id, eos
+        model.config.vocab_size = model.config.decoder.vocab_size
+        enc_config = model.config.encoder
+    else:
+        config = AutoConfig.from_pretrained(path)
+        if not getattr(config, "is_encoder_decoder", False):
+            from study.errors import UserError
+
+            raise UserError(f"model {cfg['source']!r} ({config.model_type}) is not an encoder-decoder and cannot "
+                            "generate a target from a source; use one (BART, T5, ...) or warm-start one with "
+                            "`decoder: <source>`")
+        if n:
+            config = AutoConfig.from_pretrained(path, **_layer_overrides(config, n))
+        torch.manual_seed(init_seed)
+        model, info = AutoModelForSeq2SeqLM.from_pretrained(path, config=config, output_loading_info=True,
+                                                           dtype=torch.float32)
+        new_params = set(info.get("missing_keys", []))
+        start = model.config.decoder_start_token_id
+        if start is None:
+            start = model.generation_config.decoder_start_token_id
+        enc_config = model.config
+    require_fp32(model, cfg["source"])
+    state = model.state_dict()
+    head_fp = fingerprint(*[state[k].detach().cpu().float().numpy() for k in sorted(new_params) if k in state])
+    replacement_id, replacement = choose_replacement(model, tokenizer, cfg.get("replacement_token"))
+    layers = getattr(enc_config, "num_hidden_layers", None) or getattr(enc_config, "encoder_layers", 0)
+    heads = getattr(enc_config, "num_attention_heads", None) or getattr(enc_config, "encoder_attention_heads", 0)
+    return LoadedModel(model=model, tokenizer=tokenizer, head_fingerprint=head_fp, replacement_id=replacement_id,
+                       replacement=replacement, is_decoder=False, num_layers=int(layers or 0),
+                       num_heads=int(heads or 0), decoder_start_token_id=int(start))
 
 
 def load_model(cfg: dict, num_labels: int, init_seed: int,
@@ -97,18 +172,16 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
     """Load backbone + new classification head; the head is initialised from ``init_seed``.
 
     ``cfg`` is a ModelConfig as a dict (source, num_hidden_layers, replacement_token, pooling).
-    ``task_type``: ``sequence-classification`` (one label per text) or ``token-classification``
-    (``AutoModelForTokenClassification``: one label per position). ``pooling: mean`` puts the
-    head on the mean of the token states instead (:mod:`study.pooling`).
+    ``task_type`` names the registered task type whose ``model_class`` is loaded
+    (``AutoModelForSequenceClassification``: one label per text; ``AutoModelForTokenClassification``:
+    one per position). ``pooling: mean`` puts the head on the mean of the token states instead
+    (:mod:`study.pooling`).
     """
     import torch
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from study.tasktypes import get_task_type
 
     path = resolve_source(cfg["source"])
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -128,7 +201,7 @@ def load_model(cfg: dict, num_labels: int, init_seed: int,
         new_params = {f"classifier.{name}" for name, _ in model.classifier.named_parameters()}
     else:
         torch.manual_seed(init_seed)
-        auto = AutoModelForTokenClassification if task_type == "token-classification" else AutoModelForSequenceClassification
+        auto = getattr(transformers, get_task_type(task_type).model_class)
         model, info = auto.from_pretrained(path, config=config, output_loading_info=True, dtype=torch.float32)
         new_params = set(info.get("missing_keys", []))
     require_fp32(model, cfg["source"])

@@ -19,6 +19,7 @@ from study.errors import UserError
 from study.progress import fmt_duration
 from study.protocol import Protocol
 from study.spec import RunSpec
+from study.tasktypes import get_task_type
 
 PILOT_EVENT = "pilot"
 
@@ -50,10 +51,28 @@ def load_pilot_table(protocol: Protocol, pilot: list[RunSpec]):
 
     with Store(protocol.store_path) as store:
         runs = store.load_runs(pilot)
-        preds = store.load_predictions(pilot)
+        preds = store.load_predictions(pilot)  # generation runs' rows included (collapse reads them)
     a = protocol.analysis
     return pilot_table(runs, preds, protocol.comparisons(), margin=a.margin, alpha=a.alpha,
-                       planned_seeds=len(protocol.seeds), seed=a.seed)
+                       planned_seeds=len(protocol.seeds), seed=a.seed, levels=generation_levels(protocol, runs))
+
+
+def generation_levels(protocol: Protocol, runs) -> dict:
+    """Per generation task that ran: (most frequent target, copy source) — the scores of the two
+    trivial systems (:func:`study.tasktypes.seq2seq.reference_levels`), in the pilot's majority and
+    chance columns."""
+    from study.tasks import load_task
+    from study.tasktypes import get_task_type
+    from study.tasktypes.seq2seq import reference_levels
+
+    out = {}
+    for t in protocol.tasks:
+        if not get_task_type(t.task_type).generates or t.name not in set(runs["task"]):
+            continue
+        task = load_task(t)
+        levels = reference_levels(task.primary_metric, task.train, task.eval)
+        out[t.name] = (levels["most frequent target"], levels["copy source"])
+    return out
 
 
 def projection(protocol: Protocol, specs: list[RunSpec]) -> str:
@@ -122,6 +141,9 @@ def run_pilot(protocol: Protocol, specs: list[RunSpec], seeds: int = 2, maskers:
           f"{', '.join(sorted(set(table['masker'])))}; margin {a.margin}, α {a.alpha}, power 0.8, "
           f"{len(protocol.seeds)} seeds planned", file=out)
     render(table, out)
+    if any(get_task_type(t.task_type).generates for t in protocol.tasks):
+        print("  generation tasks: majority = the most frequent training target answered for every source, "
+              "chance = every source copied; collapsed = the same output for every example", file=out)
     print("  collapsed = predicted one class, or accuracy within 2 binomial SE of the majority class; "
           "seeds: detect = pairs for 80 % power to detect the margin (paired t), equiv. = to show "
           "equivalence within it (TOST); * = no paired run: √2 × seed SD", file=out)

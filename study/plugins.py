@@ -37,6 +37,7 @@ class Plugin:
     ref: str  # absolute file path, or a module name
     sha256: str  # of the source that defined the kinds
     kinds: tuple[str, ...]  # masker kinds it registered
+    task_types: tuple[str, ...] = ()  # task types it registered (study.tasktypes.register_task_type)
 
 
 _LOADED: dict[str, Plugin] = {}  # ref → the plugin as loaded in this process
@@ -88,6 +89,7 @@ def _module_name(ref: str) -> str:
 def load(ref: str) -> Plugin:
     """Import the plugin ``ref`` (see :func:`resolve_ref`) once; PluginError names it on any failure."""
     from study.maskers import MASKERS
+    from study.tasktypes import TASK_TYPES
 
     sha = source_sha256(ref)
     known = _LOADED.get(ref)
@@ -96,7 +98,10 @@ def load(ref: str) -> Plugin:
     if known is not None:  # edited since this process imported it: its kinds are re-registered
         for kind in known.kinds:
             MASKERS.unregister(kind)
+        for name in known.task_types:
+            TASK_TYPES.unregister(name)
     before = set(MASKERS.names())
+    types_before = set(TASK_TYPES.names())
     try:
         if is_file_ref(ref):
             name = _module_name(ref)
@@ -111,21 +116,27 @@ def load(ref: str) -> Plugin:
         elif ref in sys.modules:  # imported before (by a test, another plugin): run its decorators again
             for kind in _kinds_defined_in(ref):
                 MASKERS.unregister(kind)
-            before = set(MASKERS.names())
+            for name in _task_types_defined_in(ref):
+                TASK_TYPES.unregister(name)
+            before, types_before = set(MASKERS.names()), set(TASK_TYPES.names())
             importlib.reload(sys.modules[ref])
         else:
             importlib.import_module(ref)
     except Exception as e:  # noqa: BLE001  (any error in user code is the plugin's, reported as such)
         for kind in set(MASKERS.names()) - before:  # leave no half-loaded plugin's kinds behind
             MASKERS.unregister(kind)
+        for name in set(TASK_TYPES.names()) - types_before:
+            TASK_TYPES.unregister(name)
         raise PluginError(f"plugin {ref}: import failed: {type(e).__name__}: {e}", "correct the plugin "
                           "(a masker kind is a study.maskers.Masker subclass with a @dataclass(frozen=True) "
                           "Params, registered with @study.maskers.register(\"new-kind-name\"))") from None
     kinds = tuple(sorted(set(MASKERS.names()) - before))
-    if not kinds:
+    task_types = tuple(sorted(set(TASK_TYPES.names()) - types_before))
+    if not kinds and not task_types:
         raise PluginError(f"plugin {ref}: registers no masker kind", "decorate a study.maskers.Masker subclass "
-                          "with @study.maskers.register(\"kind-name\"), or remove it from plugins:")
-    plugin = Plugin(ref=ref, sha256=sha, kinds=kinds)
+                          "with @study.maskers.register(\"kind-name\") (or a study.tasktypes.TaskType subclass "
+                          "with @study.tasktypes.register_task_type(\"type-name\")), or remove it from plugins:")
+    plugin = Plugin(ref=ref, sha256=sha, kinds=kinds, task_types=task_types)
     _LOADED[ref] = plugin
     return plugin
 
@@ -135,6 +146,13 @@ def _kinds_defined_in(module: str) -> list[str]:
 
     return [k for k in MASKERS.names()
             if isinstance(MASKERS.get(k).target, type) and MASKERS.get(k).target.__module__ == module]
+
+
+def _task_types_defined_in(module: str) -> list[str]:
+    from study.tasktypes import TASK_TYPES
+
+    return [n for n in TASK_TYPES.names()
+            if not isinstance(TASK_TYPES.get(n), str) and type(TASK_TYPES.get(n)).__module__ == module]
 
 
 def load_all(refs) -> list[Plugin]:

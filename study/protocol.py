@@ -26,6 +26,17 @@ from study.registry import did_you_mean
 
 
 @dataclass(frozen=True)
+class GenerationConfig:
+    """``tasks[].generation`` of a seq2seq task: greedy by default; ``max_new_tokens`` defaults to
+    the longest training target (in tokens)."""
+
+    num_beams: int = 1
+    max_new_tokens: int | None = None
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     name: str
     dataset: str
@@ -40,13 +51,20 @@ class TaskConfig:
     eval_split: str | None = None  # hf: only; default validation, else test
     text_fields: tuple[str, ...] | None = None  # one column, or two for sentence pairs
     label_field: str = "label"
+    # seq2seq (task_type: seq2seq) from files: the source column and the target column (a text, or a
+    # list of references; rows repeating a source are grouped into one example with all their references)
+    source_field: str | None = None
+    target_field: str | None = None
     metric: str | None = None  # primary metric (analysis.metrics.METRICS); default: the dataset's
     format: Literal["csv", "tsv", "jsonl", "json", "parquet", "conll"] | None = None  # default: from the extension
     data_sha256: str | None = None  # computed from the files' bytes when the protocol loads (run_id hashes it)
-    # "token-classification": one label per word (e.g. lince-lid); must match the dataset's type
-    task_type: Literal["sequence-classification", "token-classification"] = "sequence-classification"
+    # a registered task type (study.tasktypes.TASK_TYPES): sequence-classification, token-classification
+    # (one label per word, e.g. lince-lid), seq2seq; must match the dataset's type
+    task_type: str = "sequence-classification"
     # share of the (subsampled) training data held out, stratified by a hash, to pick the best epoch
     validation_fraction: float | None = None
+    # seq2seq: how evaluation generates (study.tasktypes.seq2seq); part of the run_id when given
+    generation: GenerationConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,9 @@ class ModelConfig:
     # pooler; decoders: the last token) or the mean of the token states (sentence-transformer models).
     # Token tasks label every position and pool nothing: their runs ignore it (spec.model_for).
     pooling: Literal["cls", "mean"] = "cls"
+    # seq2seq: warm-start an encoder-decoder (BERT2BERT) with a decoder made from this checkpoint
+    # (a source like `source`); without it a seq2seq task needs an encoder-decoder `source`
+    decoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -524,9 +545,9 @@ def _check_unique(conv: _Converter, items, key: str) -> None:
 
 
 def _check_semantics(conv: _Converter, p: Protocol) -> None:
-    from analysis.metrics import METRICS
     from study.models import check_model_source
     from study.tasks import DATASETS, files
+    from study.tasktypes import get_task_type
 
     if not p.name.strip():
         conv.fail("name", "must not be empty")
@@ -543,12 +564,10 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
             conv.fail(f"maskers[{i}]", f"same kind and parameters as masker {seen_cfg[sig]!r}", "remove one of them")
         seen_cfg[sig] = m.name
     for i, t in enumerate(p.tasks):
+        _check_task_type(conv, p, i, t)
         if t.dataset not in DATASETS and not files.is_custom(t.dataset):
             conv.fail(f"tasks[{i}].dataset", f"unknown dataset {t.dataset!r}.{did_you_mean(t.dataset, DATASETS)}",
                       f"use one of {', '.join(sorted(DATASETS))}, `file` (local files) or `hf:<hub name>`")
-        if t.metric is not None and t.metric not in METRICS:
-            conv.fail(f"tasks[{i}].metric", f"unknown metric {t.metric!r}.{did_you_mean(t.metric, METRICS)}",
-                      f"use one of {', '.join(sorted(METRICS))}")
         try:
             files.check_data(t)
         except files.FieldError as e:
@@ -570,12 +589,19 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
         if p.training.select == "best" and t.validation_fraction is None and not t.validation_file:
             conv.fail(f"tasks[{i}].validation_fraction", "training.select is best, which needs a validation split",
                       "set validation_fraction (e.g. 0.1) or validation_file, or `select: last`")
+    for t in p.tasks:
+        for j, m in enumerate(p.maskers):
+            problem = get_task_type(t.task_type).check_masker(m.kind, m.params)
+            if problem:
+                conv.fail(f"maskers[{j}].{problem[0]}", f"{problem[1]} (task {t.name!r} is {t.task_type})", problem[2])
     for i, m in enumerate(p.models):
         if m.num_hidden_layers is not None and m.num_hidden_layers < 1:
             conv.fail(f"models[{i}].num_hidden_layers", f"must be at least 1, got {m.num_hidden_layers}")
-        problem = check_model_source(m.source)
-        if problem:
-            conv.fail(f"models[{i}].source", problem[0], problem[1])
+        for key in ("source", "decoder"):
+            problem = check_model_source(getattr(m, key)) if getattr(m, key) else None
+            if problem:
+                conv.fail(f"models[{i}].{key}", problem[0], problem[1])
+        _check_model_fits_tasks(conv, p, i, m)
     t = p.training
     for k in ("epochs", "batch_size", "max_length", "eval_batch_size"):
         if getattr(t, k) < 1:
@@ -601,6 +627,47 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
     for k in ("checkpoint_every_steps", "checkpoint_every_min"):
         if getattr(e, k) is not None and getattr(e, k) <= 0:
             conv.fail(f"execution.{k}", f"must be positive, got {getattr(e, k)}", f"leave {k} out to turn it off")
+
+
+def _check_model_fits_tasks(conv: _Converter, p: Protocol, i: int, m: ModelConfig) -> None:
+    """A seq2seq task needs a model that can generate; a classification task a model without a decoder
+    entry. Local models are checked by their config.json (hub names cannot be, offline)."""
+    import json
+
+    from study.models import resolve_source
+    from study.tasktypes import get_task_type
+
+    seq2seq = [t.name for t in p.tasks if get_task_type(t.task_type).generates]
+    others = [t.name for t in p.tasks if not get_task_type(t.task_type).generates]
+    if m.decoder and others:
+        conv.fail(f"models[{i}].decoder", f"builds an encoder-decoder, but task(s) {', '.join(others)} classify",
+                  "give the seq2seq study its own protocol, or remove decoder")
+    if not seq2seq or m.decoder:
+        return
+    try:
+        path = Path(resolve_source(m.source))
+    except Exception:  # noqa: BLE001  (a built-in model's package missing: check_model_source said so)
+        return
+    config = path / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if not data.get("is_encoder_decoder"):
+            conv.fail(f"models[{i}].source", f"{m.source!r} ({data.get('model_type', '?')}) is not an encoder-decoder, "
+                      f"so it cannot generate targets for task(s) {', '.join(seq2seq)}",
+                      f"use an encoder-decoder (BART, T5, ...) or warm-start one: `decoder: {m.source}`")
+
+
+def _check_task_type(conv: _Converter, p: Protocol, i: int, t: TaskConfig) -> None:
+    """``tasks[i].task_type`` names a registered task type, which accepts the task's settings."""
+    from study.tasktypes import TASK_TYPES, get_task_type
+
+    if t.task_type not in TASK_TYPES:
+        conv.fail(f"tasks[{i}].task_type", TASK_TYPES.unknown(t.task_type),
+                  f"use one of {', '.join(TASK_TYPES.names())} (or register one in a plugin)")
+    problem = get_task_type(t.task_type).check_task(t, p.training)
+    if problem:
+        key, what, fix = problem
+        conv.fail(key if key.startswith("training.") else f"tasks[{i}].{key}", what, fix)
 
 
 def _check_analysis(conv: _Converter, p: Protocol) -> None:

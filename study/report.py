@@ -44,6 +44,8 @@ class ReportData:
     result: object  # analysis.AnalysisResult, None before any run is done
     plan: object = None  # the sequential design's state (study/scheduler/looks.py), if the protocol has one
     pilot: pd.DataFrame | None = None  # the latest recorded pilot table
+    generations: pd.DataFrame | None = None  # generation tasks: the generated text per run and example
+    references: pd.DataFrame | None = None  # generation tasks: task, example_id, ref_index, text
 
 
 def gather(protocol: Protocol) -> ReportData:
@@ -58,6 +60,7 @@ def gather(protocol: Protocol) -> ReportData:
         store_grid = store.load_grid(specs)  # names a masker without a finished run
         runs = all_runs[all_runs.status == "done"].reset_index(drop=True)
         preds = store.load_predictions(specs)
+        generations, references = store.load_generations(specs), store.load_references()
         events = store.events(set(all_runs.run_id))
         plan = store_plan(protocol, specs, store) if protocol.sequential is not None else None
     counts = {s: int((all_runs.status == s).sum()) for s in ("done", "failed", "running", "pending")}
@@ -68,7 +71,7 @@ def gather(protocol: Protocol) -> ReportData:
             warnings.simplefilter("ignore", AnalysisWarning)
             result = analyze(store_grid, preds, **protocol.analysis_options())
     return ReportData(specs, all_runs, runs, preds, events, counts, result, plan,
-                      recorded_pilot_table(protocol, specs))
+                      recorded_pilot_table(protocol, specs), generations, references)
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -311,6 +314,57 @@ def results_section(p: Protocol, result, preds: pd.DataFrame, all_runs: pd.DataF
     return out
 
 
+GENERATION_EXAMPLES = 3  # examples shown side by side per generation task
+
+
+def generation_section(p: Protocol, runs: pd.DataFrame, gens: pd.DataFrame, refs: pd.DataFrame) -> list:
+    """Generation tasks: the metric's signature, and a few eval examples side by side — source,
+    references, the baseline's output and the treatment's, for the same seed."""
+    from study.tasktypes import get_task_type
+
+    tasks = [t for t in p.tasks if get_task_type(t.task_type).generates and t.name in set(runs["task"])]
+    if not tasks:
+        return []
+    out = [para("Generations", "h2")]
+    pair = (p.comparisons() or [(p.maskers[0].name, p.maskers[0].name)])[0]
+    for t in tasks:
+        cell = runs[runs["task"] == t.name]
+        envs = _json_col(cell, "env")
+        signatures = sorted({e.get("metric_signature", "") for e in envs} - {""})
+        out.append(para(f"{esc(t.name)}: {esc(str(cell['metric'].iloc[0]))}, signature "
+                        f"{esc('; '.join(signatures) or 'not recorded')}", "small"))
+        g = gens[(gens["task"] == t.name) & gens["masker"].isin(pair)]
+        if g.empty:
+            continue
+        seed = int(g["seed"].min())
+        g = g[g["seed"] == seed]
+        by_masker = {m: x.set_index(["model", "example_id"])["generation"] for m, x in g.groupby("masker")}
+        r = refs[refs["task"] == t.name].groupby("example_id")["text"].apply(list)
+        source = _sources(t)
+        rows = []
+        for model, example_id in list(by_masker[pair[1]].index)[:GENERATION_EXAMPLES] if pair[1] in by_masker else []:
+            row = {"Source": source.get(example_id, ""), "References": " | ".join(r.get(example_id, [])[:2]),
+                   f"{pair[1]} (seed {seed})": by_masker[pair[1]].get((model, example_id), "")}
+            if pair[0] != pair[1] and pair[0] in by_masker:
+                row[f"{pair[0]} (seed {seed})"] = by_masker[pair[0]].get((model, example_id), "")
+            rows.append(row)
+        if rows:
+            frame = pd.DataFrame(rows)
+            out.append(doc.table(frame, widths=[1 / len(frame.columns)] * len(frame.columns)))
+    return out
+
+
+def _sources(task_cfg) -> dict:
+    """example_id → source text of a generation task's eval split (read from its data; empty if it
+    cannot be read here)."""
+    from study.tasks import load_task
+
+    try:
+        return {e.id: e.text_a for e in load_task(task_cfg).eval}
+    except Exception:  # noqa: BLE001  (the report is written from the store; the data may be elsewhere)
+        return {}
+
+
 ESTIMATE_COLUMNS = ["n_pairs", "estimate", "ci_low", "ci_high", "boot_low", "boot_high", "d_z", "mde"]
 TEST_COLUMNS = ["p_ttest", "p_wilcoxon", "p_signflip", "p_adj", "significant", "p_tost", "equivalent"]
 
@@ -528,13 +582,16 @@ def audit_section(p: Protocol, all_runs, runs, events, result) -> list:
                  "Error": (str(last.loc[r.run_id, "traceback"]).strip().splitlines() or ["?"])[-1][:160]
                  if r.run_id in last.index else "?"} for r in failed.itertuples()]
         out.append(doc.table(pd.DataFrame(rows), widths=[0.3, 0.1, 0.6]))
-    out.append(para("Runs that predicted a single class", "h2"))
+    out.append(para("Collapsed runs", "h2"))
     collapsed = result.collapsed if result is not None else pd.DataFrame()
     if collapsed.empty:
-        out.append(para("None: every run predicted more than one class."))
+        out.append(para("None: no run collapsed (analysis.collapse: a single class, or accuracy within noise of "
+                        "the majority class; a single output for generation tasks)."))
     else:
+        from analysis.collapse import describe
+
         counts = collapsed.groupby(["task", "model", "masker"]).size().rename("runs").reset_index()
-        out += [para(f"{len(collapsed)} run(s) predicted one class for every evaluation example.", "small"),
+        out += [para(f"{len(collapsed)} run(s) collapsed ({describe(collapsed)}).", "small"),
                 doc.table(counts.rename(columns=str.capitalize))]
     out += [para("Realised masking rates", "h2"), doc.table(realised_rates(p, runs), digits=4)]
     out += saliency_tables(runs)
@@ -611,7 +668,7 @@ def build_document(protocol: Protocol) -> doc.Document:
     story += pilot_section(protocol, data.pilot)
     if result is not None:
         figs = result.figures()
-        story += results_section(protocol, result, preds, all_runs)
+        story += results_section(protocol, result, preds, all_runs) + generation_section(protocol, runs, data.generations, data.references)
         if result.pairs:
             story += comparisons_section(result, figs) + per_seed_section(figs)
             story += power_section(result, figs) + single_run_section(result, figs)

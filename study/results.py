@@ -28,6 +28,10 @@ class RunResult:
     resumed_from_step: int | None = None  # the step of the mid-run checkpoint this attempt resumed from
     checkpoint_time_s: float = 0.0  # time spent writing mid-run checkpoints
     selected_epoch: int | None = None  # training.select: best — the epoch whose eval results these are
+    # generation tasks: [[example_id, generated text, stats], ...] of the selected epoch's evaluation,
+    # stats the primary metric's per-example sufficient statistics (analysis.textmetrics.example_stats)
+    generations: list = field(default_factory=list)
+    references: list = field(default_factory=list)  # generation tasks: [[example_id, ref_index, text], ...]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

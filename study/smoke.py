@@ -89,8 +89,7 @@ def _truncation(p, task, model) -> dict:
 
     from study.models import resolve_source
     from study.tasks import load_task
-    from study.train import encode
-    from study.truncation import truncation
+    from study.tasktypes import get_task_type
 
     try:
         data = load_task(task)
@@ -98,10 +97,11 @@ def _truncation(p, task, model) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(resolve_source(model.source), local_files_only=True)
     except Exception as e:  # noqa: BLE001  (offline hub, missing files: not measured, not an error)
         return {"error": _first_line(e)}
-    n = p.training.max_length
+    n, task_type = p.training.max_length, get_task_type(data.task_type)
+    cut = {split: task_type.truncation(tokenizer, examples, n)
+           for split, examples in (("train", data.train), ("eval", data.eval))}
     return {"metric": task.metric or data.primary_metric, "labels": list(data.label_names),
-            **{split: truncation(tokenizer, examples, encode(tokenizer, examples, n), n)
-               for split, examples in (("train", data.train), ("eval", data.eval))}}
+            **{split: c for split, c in cut.items() if c is not None}}
 
 
 def check_maskers(protocol, stream=None) -> None:

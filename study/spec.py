@@ -86,13 +86,13 @@ def compute_run_id(spec: RunSpec) -> str:
 
 
 def model_for(task, model) -> dict:
-    """The model as one run of ``task`` uses it. Pooling only shapes a sequence task's head; a token
-    task's run gets the default (cls), so one model list serves sentence and token tasks alike
-    and a token run's run_id does not depend on a setting it never reads."""
-    cfg = dataclasses.asdict(model)
-    if task.task_type == "token-classification":
-        cfg["pooling"] = "cls"
-    return cfg
+    """The model as one run of ``task`` uses it (its task type's ``model_config``). Pooling only
+    shapes a sequence task's head; a token task's run gets the default (cls), so one model list
+    serves sentence and token tasks alike and a token run's run_id does not depend on a setting it
+    never reads."""
+    from study.tasktypes import get_task_type
+
+    return get_task_type(task.task_type).model_config(dataclasses.asdict(model))
 
 
 def expand(protocol: Protocol) -> list[RunSpec]:

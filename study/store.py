@@ -13,6 +13,12 @@ Tables (names are stable: users query them with plain ``sqlite3``):
 - ``predictions``: (run_id, example_id, label, prediction, score) — the evaluation of the
   ``is_final`` epoch; token classification: one row per scored word, example_id
   ``<sentence id>:<word index>``.
+- ``generations``: (run_id, example_id, generation, stats) — generation tasks (seq2seq): the text
+  the ``is_final`` epoch's model generated for each eval example, and the primary metric's
+  per-example sufficient statistics (JSON list, :func:`analysis.textmetrics.example_stats`), from
+  which the run's ``value`` is the corpus score.
+- ``refs``: (data_fp, example_id, ref_index, text) — the references of generation tasks' eval
+  examples, once per data fingerprint (the runs' ``data_fp``).
 - ``events``: failures and notices with tracebacks.
 - ``meta``: ``schema_version`` (see ``study.storecheck``), ``study`` (the name of the study whose
   runs were registered first; the store refuses other studies) and ``driver`` (the lock).
@@ -65,6 +71,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     example_id TEXT NOT NULL, label INTEGER NOT NULL, prediction INTEGER NOT NULL, score REAL,
     PRIMARY KEY (run_id, example_id)
 );
+CREATE TABLE IF NOT EXISTS generations (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    example_id TEXT NOT NULL, generation TEXT NOT NULL, stats TEXT NOT NULL,
+    PRIMARY KEY (run_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS refs (
+    data_fp TEXT NOT NULL, example_id TEXT NOT NULL, ref_index INTEGER NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (data_fp, example_id, ref_index)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT, time REAL NOT NULL, kind TEXT NOT NULL, attempt INTEGER,
@@ -74,7 +89,7 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
 """
 
-EXPORT_TABLES = ("runs", "metrics", "predictions", "events")
+EXPORT_TABLES = ("runs", "metrics", "predictions", "events", "references")
 RUN_COLUMNS = ["study", "run_id", "task", "model", "masker", "masker_kind", "seed", "status", "metric",
                "value", "accuracy", "data_order_fp", "head_init_fp", "data_fp", "realised_mask_rate",
                "wall_time_s", "train_examples_per_s", "attempts"]
@@ -197,6 +212,7 @@ class Store:
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE run_id=?", (result.run_id,))
             c.execute("DELETE FROM predictions WHERE run_id=?", (result.run_id,))
+            c.execute("DELETE FROM generations WHERE run_id=?", (result.run_id,))
             final = result.selected_epoch or result.epochs[-1]["epoch"]
             c.executemany(
                 "INSERT INTO metrics VALUES (?,?,?,?,?)",
@@ -204,6 +220,10 @@ class Store:
                  for e in result.epochs for name, value in _epoch_metrics(e).items()])
             c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?)",
                           [(result.run_id, str(i), int(y), int(p), float(s)) for i, y, p, s in result.predictions])
+            c.executemany("INSERT INTO generations VALUES (?,?,?,?)",
+                          [(result.run_id, str(i), text, json.dumps(stats)) for i, text, stats in result.generations])
+            c.executemany("INSERT OR IGNORE INTO refs VALUES (?,?,?,?)",
+                          [(fp.get("data"), str(i), int(k), text) for i, k, text in result.references])
             updated = c.execute(
                 "UPDATE runs SET status='done', finished_at=?, primary_metric=?, value=?, wall_time_s=?,"
                 " train_time_s=?, train_examples_per_s=?, realised_mask_rate=?, data_fp=?, data_order_fp=?,"
@@ -350,11 +370,33 @@ class Store:
         return df
 
     def load_predictions(self, specs: Iterable[RunSpec]) -> pd.DataFrame:
-        """Per-example predictions of done runs, labelled like ``load_runs``."""
+        """Per-example predictions of done runs, labelled like ``load_runs``: classification rows
+        (label, prediction, score) and, for generation runs, rows with ``generation`` and ``stats``
+        (label and prediction NaN) — the frame analysis.analyze reads."""
         runs = self.load_runs(specs)[["run_id", "task", "model", "masker", "seed"]]
         preds = pd.read_sql_query("SELECT p.* FROM predictions p JOIN runs r ON r.run_id = p.run_id "
                                   "WHERE r.status = 'done'", self.conn)
+        gens = pd.read_sql_query("SELECT g.* FROM generations g JOIN runs r ON r.run_id = g.run_id "
+                                 "WHERE r.status = 'done'", self.conn)
+        if not gens.empty:
+            preds = pd.concat([preds, gens], ignore_index=True)
         return runs.merge(preds, on="run_id", how="inner")
+
+    def load_generations(self, specs: Iterable[RunSpec]) -> pd.DataFrame:
+        """Per-example generations of done runs (``run_id, task, model, masker, seed, example_id,
+        generation, stats``), labelled like ``load_runs``; empty when no run generated."""
+        runs = self.load_runs(specs)[["run_id", "task", "model", "masker", "seed"]]
+        gens = pd.read_sql_query("SELECT g.* FROM generations g JOIN runs r ON r.run_id = g.run_id "
+                                 "WHERE r.status = 'done'", self.conn)
+        return runs.merge(gens, on="run_id", how="inner")
+
+    def load_references(self) -> pd.DataFrame:
+        """``task, example_id, ref_index, text`` of every generation task with a done run (the task
+        named as in the runs table)."""
+        return pd.read_sql_query(
+            "SELECT DISTINCT r.task, f.example_id, f.ref_index, f.text FROM refs f "
+            "JOIN runs r ON r.data_fp = f.data_fp AND r.status = 'done' ORDER BY r.task, f.example_id, f.ref_index",
+            self.conn)
 
     def load_epoch_metrics(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM metrics ORDER BY run_id, epoch, name", self.conn)
@@ -367,6 +409,19 @@ class Store:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 
     # -- export ----------------------------------------------------------------------------
+    def _export_frame(self, table: str) -> pd.DataFrame:
+        """A table as ``study export`` writes it: ``predictions`` holds classification rows and, for
+        generation runs, one row per example with its ``generation`` text and ``stats``;
+        ``references`` is ``task, example_id, ref_index, text`` (enough to recompute every metric)."""
+        if table == "references":
+            return self.load_references()
+        df = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
+        if table == "predictions":
+            gens = pd.read_sql_query("SELECT * FROM generations", self.conn)
+            if not gens.empty:
+                df = pd.concat([df.assign(generation=pd.NA, stats=pd.NA), gens], ignore_index=True)
+        return df
+
     def export(self, out_dir: str | Path, fmt: str = "csv", specs: Iterable[RunSpec] | None = None,
                tables: Iterable[str] = EXPORT_TABLES, compress: bool = False) -> list[Path]:
         """Write every table to ``out_dir`` as CSV or parquet; returns the files written.
@@ -375,6 +430,7 @@ class Store:
         specs as :meth:`load_runs` labels them (a masker renamed in the protocol is published
         under its new name); driver events, which belong to no run, are left out. ``compress``
         gzips CSV files (``<table>.csv.gz``, no timestamp inside: the same rows give the same bytes).
+        A generation study also gets ``references`` (see :meth:`_export_frame`).
         """
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; use csv or parquet")
@@ -383,8 +439,10 @@ class Store:
         labels = None if specs is None else pd.DataFrame([_labels(s) for s in specs])
         written = []
         for table in tables:
-            df = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
-            if labels is not None:
+            df = self._export_frame(table)
+            if table == "references" and df.empty:
+                continue  # a classification study: nothing to write
+            if labels is not None and "run_id" in df.columns:
                 df = df[df["run_id"].isin(set(labels["run_id"]))]
                 if table == "runs":  # the specs' labels, in the table's own columns
                     by_id = labels.set_index("run_id")

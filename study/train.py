@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from analysis.metrics import IGNORE_INDEX, compute_metrics
 from study import checkpoint
 from study.checkpoint import CheckpointPolicy
 from study.device import PINNED_ATTENTION_KERNELS, attention_kernels, pick_device
 from study.env import capture_env
 from study.maskers.base import MaskerContext
-from study.models import load_model
 from study.plugins import load_plugins_of
 from study.precision import Precision, configure_tf32
 from study.protocol import TaskConfig
@@ -38,109 +36,7 @@ from study.results import RunResult
 from study.seeding import configure_determinism, fingerprint, seed_everything, seed_streams
 from study.spec import RunSpec
 from study.tasks import load_task
-from study.tokens import encode_words, scored_words
-from study.truncation import truncation
-
-# Keys a batch carries for maskers but the model must not see (e.g. word ids for whole-word).
-PRIVATE_PREFIX = "_"
-
-
-def encode(tokenizer, examples, max_length: int) -> list[dict]:
-    """Tokenise once per run; returns one dict of plain lists per example (no padding yet).
-    Token-classification examples (with ``words``) go to :func:`study.tokens.encode_words`."""
-    if not examples:
-        return []  # no validation split: some tokenizers fail on an empty batch
-    if examples[0].words is not None:
-        return encode_words(tokenizer, examples, max_length)
-    pairs = examples[0].text_b is not None
-    a = [e.text_a for e in examples]
-    b = [e.text_b or "" for e in examples] if pairs else None
-    fast = bool(getattr(tokenizer, "is_fast", False))
-    enc = tokenizer(a, b, truncation=True, max_length=max_length, return_offsets_mapping=fast)
-    out = []
-    for i, ex in enumerate(examples):
-        item = {k: enc[k][i] for k in enc.keys() if k != "offset_mapping"}
-        if fast:
-            # (sequence id, word id) identifies a word; -1 marks specials. Whole-word masking keys on it.
-            seqs = enc.sequence_ids(i)
-            words = enc.word_ids(i)
-            real = [w for w in words if w is not None]
-            if len(real) > 1 and len(set(real)) == 1:
-                # Some SentencePiece tokenizers (transformers' LlamaTokenizer) report a whole text as
-                # one word; fall back to whitespace-delimited words read from the character offsets.
-                words = _whitespace_word_ids(enc["offset_mapping"][i], seqs, (ex.text_a, ex.text_b or ""))
-            item["_word_ids"] = [-1 if w is None else w for w in words]
-            item["_sequence_ids"] = [-1 if s is None else s for s in seqs]
-        item["label"] = ex.label
-        out.append(item)
-    return out
-
-
-def _whitespace_word_ids(offsets, sequence_ids, texts) -> list[int | None]:
-    """Word ids where a new word starts after a character gap or at a whitespace character."""
-    out: list[int | None] = []
-    word, prev_end, prev_seq = -1, None, None
-    for (start, end), seq in zip(offsets, sequence_ids, strict=True):
-        if seq is None:
-            out.append(None)
-            continue
-        text = texts[seq]
-        if seq != prev_seq or prev_end is None or start > prev_end or (start < len(text) and text[start].isspace()):
-            word += 1
-        out.append(word)
-        prev_end, prev_seq = end, seq
-    return out
-
-
-def collate(items: list[dict], pad_id: int, device: torch.device) -> dict:
-    """Pad to the longest sequence of the batch (dynamic padding), right side."""
-    width = max(len(it["input_ids"]) for it in items)
-    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "_word_ids": -1, "_sequence_ids": -1}
-    batch = {}
-    for key, value in fill.items():
-        if key in items[0]:
-            rows = [it[key] + [value] * (width - len(it[key])) for it in items]
-            batch[key] = torch.tensor(rows, dtype=torch.long)
-    if isinstance(items[0]["label"], list):  # token classification: one label per position
-        batch["labels"] = torch.tensor([it["label"] + [IGNORE_INDEX] * (width - len(it["label"])) for it in items],
-                                       dtype=torch.long)
-    else:
-        batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
-    if "_word_ids" in items[0]:
-        # The largest word and sequence ids, from the host lists: whole-word masking sizes its draws
-        # with them without reading the device.
-        batch["_word_bounds"] = (max(max(it["_word_ids"], default=-1) for it in items),
-                                 max(max(it["_sequence_ids"], default=-1) for it in items))
-    if torch.device(device).type == "cuda":
-        # Pinned host memory lets the copy run asynchronously: the host builds the next batch meanwhile.
-        return {k: v.pin_memory().to(device, non_blocking=True) if torch.is_tensor(v) else v
-                for k, v in batch.items()}
-    return batch
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if not k.startswith(PRIVATE_PREFIX) and k != "labels"}
-
-
-def class_weights(labels: list[int], num_labels: int, kind: str | None) -> torch.Tensor | None:
-    """Token Masking paper's weights w_c = sqrt(N / (C · n_c)), normalised to sum to C."""
-    if kind is None:
-        return None
-    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(float)
-    w = np.sqrt(len(labels) / (num_labels * np.maximum(counts, 1.0)))
-    w = w * num_labels / w.sum()
-    return torch.tensor(w, dtype=torch.float32)
-
-
-def training_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, kind: str) -> torch.Tensor:
-    if logits.dim() == 3:  # token classification: the loss over labelled positions only
-        keep = labels.reshape(-1) != IGNORE_INDEX
-        logits, labels = logits.reshape(-1, logits.shape[-1])[keep], labels.reshape(-1)[keep]
-    if kind == "focal":
-        # The Token Masking code's focal-style loss on the (weighted) per-example cross-entropy.
-        ce = F.cross_entropy(logits, labels, weight=weights, reduction="none")
-        return torch.mean((1 - torch.exp(-ce)) * ce)
-    return F.cross_entropy(logits, labels, weight=weights)
+from study.tasktypes import Evaluation, TaskType, get_task_type
 
 
 def build_optimizer(model, training: dict, total_steps: int, device: torch.device | None = None):
@@ -160,33 +56,55 @@ def build_optimizer(model, training: dict, total_steps: int, device: torch.devic
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
-@torch.no_grad()
-def evaluate(model, items: list[dict], pad_id: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and the probability of the predicted class, in the eval set's order (token
-    classification: of every labelled position, sentence by sentence, as :func:`scored_words`)."""
-    model.eval()
-    preds, scores = [], []
-    for start in range(0, len(items), batch_size):
-        batch = collate(items[start:start + batch_size], pad_id, device)
-        probs = torch.softmax(model(**model_inputs(batch)).logits.float(), dim=-1)
-        score, pred = probs.max(dim=-1)
-        if pred.dim() == 2:
-            labelled = batch["labels"] != IGNORE_INDEX
-            pred, score = pred[labelled], score[labelled]  # row-major: sentence by sentence, left to right
-        preds.append(pred.cpu().numpy())
-        scores.append(score.cpu().numpy())
-    return np.concatenate(preds), np.concatenate(scores)
+def make_masker(masker_cfg: dict, loaded, device: torch.device, seed: int):
+    """The run's masker, with its own generator seeded from the ``masker`` stream."""
+    cls = masker_class(masker_cfg["kind"])
+    params = cls.Params(**{k: v for k, v in masker_cfg.items() if k not in ("name", "kind")})
+    generator = torch.Generator(device=device).manual_seed(seed)
+    tokenizer = loaded.tokenizer
+    context = MaskerContext(
+        replacement_id=loaded.replacement_id, replacement=loaded.replacement, pad_token_id=tokenizer.pad_token_id,
+        special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
+        num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
+    return cls(params, generator, context)
 
 
-def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
-            checkpoint_dir: str | Path | None = None) -> RunResult:
-    """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress.
+@dataclass
+class Run:
+    """Everything one run holds while it trains (built by :func:`set_up`)."""
 
-    ``max_steps``: stop after that many optimizer steps, evaluate once and return (a partial
-    run, for estimates and tests). ``checkpoint_dir``: where mid-run checkpoints go when
-    ``execution.checkpoint_every_*`` asks for them; a checkpoint of this run found there is
-    resumed from (``RunResult.resumed_from_step``)."""
-    t_start = time.perf_counter()
+    spec: RunSpec
+    task_type: TaskType
+    task: object  # TaskData
+    loaded: object  # LoadedModel
+    device: torch.device
+    precision: Precision
+    policy: CheckpointPolicy
+    train_items: list
+    eval_items: list
+    val_items: list
+    orders: list  # one permutation of the training items per epoch
+    steps_per_epoch: int
+    total_steps: int
+    stop_at: int
+    masker: object
+    optimizer: object
+    scheduler: object
+    weights: torch.Tensor | None
+    determinism: dict | str | bool
+    tf32: bool
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def training(self) -> dict:
+        return self.spec.training
+
+
+def set_up(spec: RunSpec, max_steps: int | None = None, checkpoint_dir: str | Path | None = None) -> Run:
+    """Data, model, masker and optimizer of one run, each from its own seed stream, in a fixed order."""
     load_plugins_of(spec)  # before anything reads spec.run_id: a plugin kind's Params are needed for it
     training = spec.training
     if spec.execution.get("threads_per_run"):
@@ -199,12 +117,13 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
     policy = CheckpointPolicy.for_run(spec.execution, checkpoint_dir)
 
     task = load_task(TaskConfig(**spec.task))
-    loaded = load_model(spec.model, task.num_labels, streams.init, task.task_type)
-    model, tokenizer = loaded.model.to(device), loaded.tokenizer
-    pad_id = tokenizer.pad_token_id
-    train_items = encode(tokenizer, task.train, training["max_length"])
-    eval_items = encode(tokenizer, task.eval, training["max_length"])
-    val_items = encode(tokenizer, task.validation, training["max_length"])
+    task_type = get_task_type(task.task_type)
+    loaded = task_type.load_model(spec.model, task, streams.init)
+    loaded.model = loaded.model.to(device)
+    tokenizer, max_length = loaded.tokenizer, training["max_length"]
+    train_items = task_type.encode(loaded, task.train, max_length)
+    eval_items = task_type.encode(loaded, task.eval, max_length)
+    val_items = task_type.encode(loaded, task.validation, max_length)
 
     bs, epochs = training["batch_size"], training["epochs"]
     order_rng = np.random.default_rng(streams.data_order)
@@ -213,150 +132,187 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
     total_steps = steps_per_epoch * epochs
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
 
-    cls = masker_class(spec.masker["kind"])
-    params = cls.Params(**{k: v for k, v in spec.masker.items() if k not in ("name", "kind")})
-    generator = torch.Generator(device=device).manual_seed(streams.masker)
-    context = MaskerContext(
-        replacement_id=loaded.replacement_id, replacement=loaded.replacement, pad_token_id=pad_id,
-        special_ids=torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long),
-        num_layers=loaded.num_layers, num_heads=loaded.num_heads, is_decoder=loaded.is_decoder, device=device)
-    masker = cls(params, generator, context)
-    optimizer, scheduler = build_optimizer(model, training, total_steps, device)
-    # Token tasks count the labelled positions (first subwords within max_length), as the reference does.
-    train_labels = [y for it in train_items for y in it["label"] if y != IGNORE_INDEX] \
-        if task.task_type == "token-classification" else [e.label for e in task.train]
-    weights = class_weights(train_labels, task.num_labels, training.get("class_weights"))
-    weights = weights.to(device) if weights is not None else None
-    loss_kind = training.get("loss", "ce")
+    masker = make_masker(spec.masker, loaded, device, streams.masker)
+    optimizer, scheduler = build_optimizer(loaded.model, training, total_steps, device)
+    weights = None
+    if training.get("class_weights"):
+        from study.tasktypes.classification import class_weights
 
-    masker.setup(model, tokenizer, train_items, total_steps)
+        weights = class_weights(task_type.class_labels(task, train_items), task.num_labels,
+                                training["class_weights"]).to(device)
+    masker.setup(loaded.model, tokenizer, train_items, total_steps)
     seed_everything(streams.dropout)  # from here on, global RNG draws are dropout: same for every masker
-    # Where training stands; a checkpoint saves it and resuming restores it.
-    # "best": the selected epoch's eval predictions (select: best), so a resumed run still has them.
-    pos = {"epoch": 0, "batch": 0, "step": 0, "epoch_records": [], "t_train": 0.0, "checkpoint_s": 0.0,
-           "best": None}
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no sync per step
-    resumed = checkpoint.load(checkpoint.checkpoint_path(policy.folder, spec.run_id), spec.run_id) \
-        if policy.folder else None
+    return Run(spec=spec, task_type=task_type, task=task, loaded=loaded, device=device, precision=precision,
+               policy=policy, train_items=train_items, eval_items=eval_items, val_items=val_items, orders=orders,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, stop_at=stop_at, masker=masker,
+               optimizer=optimizer, scheduler=scheduler, weights=weights, determinism=determinism, tf32=tf32)
+
+
+def train_step(run: Run, batch: dict, step: int) -> torch.Tensor:
+    """One optimizer step on one collated batch: mask, forward and loss (under the run's precision),
+    backward, clip, step. Returns the loss (on the device: reading it would wait for the device)."""
+    precision, masker, optimizer = run.precision, run.masker, run.optimizer
+    batch = masker.apply(batch, step)
+    with precision.autocast():
+        loss = run.task_type.loss(run.model, batch, run.weights, run.training.get("loss", "ce"))
+    precision.backward(loss)
+    if precision.scaler:
+        masker.loss_scale = precision.loss_scale
+    masker.after_backward(step)
+    if run.training.get("max_grad_norm"):
+        precision.unscale(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.training["max_grad_norm"])
+    precision.step(optimizer)
+    run.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def evaluate(run: Run, items: list, examples) -> Evaluation:
+    """The task type's evaluation of one split (never masked: hooks do nothing in eval mode)."""
+    with run.precision.autocast():
+        return run.task_type.evaluate(run.model, items, examples, run.task, run.loaded,
+                                      run.training.get("eval_batch_size", 128), run.device,
+                                      run.spec.task.get("generation"))
+
+
+def _resume(run: Run, loss_sum: torch.Tensor) -> tuple[dict, dict | None]:
+    """Where training stands — a fresh start, or the state of this run's mid-run checkpoint — and
+    the checkpoint (None when starting afresh). ``pos["best"]``: the selected epoch's evaluation
+    (``select: best``), kept in the checkpoint so a resumed run still has it."""
+    pos = {"epoch": 0, "batch": 0, "step": 0, "epoch_records": [], "t_train": 0.0, "checkpoint_s": 0.0, "best": None}
+    resumed = checkpoint.load(checkpoint.checkpoint_path(run.policy.folder, run.spec.run_id), run.spec.run_id) \
+        if run.policy.folder else None
     if resumed:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        precision.load_state_dict(resumed["scaler"])
-        masker.load_state_dict(resumed["masker"])
+        run.model.load_state_dict(resumed["model"])
+        run.optimizer.load_state_dict(resumed["optimizer"])
+        run.scheduler.load_state_dict(resumed["scheduler"])
+        run.precision.load_state_dict(resumed["scaler"])
+        run.masker.load_state_dict(resumed["masker"])
         checkpoint.set_rng_state(resumed["rng"])
         pos = dict(resumed["position"])
         loss_sum.fill_(resumed["loss_sum"])
-    masker.attach(model)
+    return pos, resumed
+
+
+def _select(run: Run, pos: dict, record: dict, evaluation: Evaluation, epoch: int) -> bool:
+    """``select: best`` bookkeeping after an epoch; True when early stopping ends training."""
+    if run.training.get("select", "last") != "best":
+        return False
+    value = record["validation_metrics"][run.task.primary_metric]
+    # Strictly better only: on a tie the earlier epoch stays selected.
+    if pos["best"] is None or value > pos["best"]["value"]:
+        pos["best"] = {"epoch": epoch + 1, "value": value, "predictions": evaluation.predictions,
+                       "generations": evaluation.generations}
+        return False
+    patience = run.training.get("early_stopping_patience")
+    return bool(patience and epoch + 1 - pos["best"]["epoch"] >= patience)  # `patience` epochs without a new best
+
+
+def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
+            checkpoint_dir: str | Path | None = None) -> RunResult:
+    """Train and evaluate one cell of the grid. ``on_step(step, total)`` reports progress.
+
+    ``max_steps``: stop after that many optimizer steps, evaluate once and return (a partial
+    run, for estimates and tests). ``checkpoint_dir``: where mid-run checkpoints go when
+    ``execution.checkpoint_every_*`` asks for them; a checkpoint of this run found there is
+    resumed from (``RunResult.resumed_from_step``)."""
+    t_start = time.perf_counter()
+    run = set_up(spec, max_steps, checkpoint_dir)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)  # read once per epoch: no sync per step
+    pos, resumed = _resume(run, loss_sum)
+    run.masker.attach(run.model)
     step = pos["step"]
-    if task.task_type == "token-classification":
-        eval_ids, labels = scored_words(task.eval, eval_items)
-        val_labels = scored_words(task.validation, val_items)[1]
-    else:
-        eval_ids, labels = [e.id for e in task.eval], np.array([e.label for e in task.eval])
-        val_labels = np.array([e.label for e in task.validation])
-    select_best = training.get("select", "last") == "best"
-    patience = training.get("early_stopping_patience")
+    bs, epochs, pad_id = run.training["batch_size"], run.training["epochs"], run.loaded.tokenizer.pad_token_id
     last_checkpoint = time.monotonic()
-    eval_bs = training.get("eval_batch_size", 128)
+    evaluation = None
 
     def save_checkpoint() -> None:
         pos.update(step=step, t_train=pos["t_train"] + time.perf_counter() - t0)
         state = {"run_id": spec.run_id, "position": pos, "loss_sum": float(loss_sum), "rng": checkpoint.rng_state(),
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": precision.state_dict(), "masker": masker.state_dict()}
-        pos["checkpoint_s"] += checkpoint.save(checkpoint.checkpoint_path(policy.folder, spec.run_id), state)
+                 "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                 "scheduler": run.scheduler.state_dict(), "scaler": run.precision.state_dict(),
+                 "masker": run.masker.state_dict()}
+        pos["checkpoint_s"] += checkpoint.save(checkpoint.checkpoint_path(run.policy.folder, spec.run_id), state)
 
-    kernels = attention_kernels(device)  # one attention kernel for every masker (study.device)
+    kernels = attention_kernels(run.device)  # one attention kernel for every masker (study.device)
     kernels.__enter__()
     try:
         for epoch in range(pos["epoch"], epochs):
-            model.train()
+            run.model.train()
             t0 = time.perf_counter()
             stopped = False
-            while pos["batch"] < steps_per_epoch:
+            while pos["batch"] < run.steps_per_epoch:
                 start = pos["batch"] * bs
-                batch = collate([train_items[i] for i in orders[epoch][start:start + bs]], pad_id, device)
-                batch = masker.apply(batch, step)
-                with precision.autocast():
-                    logits = model(**model_inputs(batch)).logits
-                    loss = training_loss(logits.float(), batch["labels"], weights, loss_kind)
-                precision.backward(loss)
-                if precision.scaler:
-                    masker.loss_scale = precision.loss_scale
-                masker.after_backward(step)
-                if training.get("max_grad_norm"):
-                    precision.unscale(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), training["max_grad_norm"])
-                precision.step(optimizer)
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
+                batch = run.task_type.collate([run.train_items[i] for i in run.orders[epoch][start:start + bs]],
+                                              pad_id, run.device)
+                loss_sum += train_step(run, batch, step).detach()
                 step += 1
                 pos["batch"] += 1
                 if on_step:
-                    on_step(step, stop_at)
-                if policy.due(step, time.monotonic() - last_checkpoint):
+                    on_step(step, run.stop_at)
+                if run.policy.due(step, time.monotonic() - last_checkpoint):
                     save_checkpoint()
                     t0, last_checkpoint = time.perf_counter(), time.monotonic()
-                if step >= stop_at and stop_at < total_steps:
+                if step >= run.stop_at and run.stop_at < run.total_steps:
                     stopped = True
                     break
             pos["t_train"] += time.perf_counter() - t0
-            with precision.autocast():
-                preds, scores = evaluate(model, eval_items, pad_id, eval_bs, device)
-            metrics = compute_metrics(labels, preds, task.primary_metric, task.num_labels, task.extra_metrics)
+            evaluation = evaluate(run, run.eval_items, run.task.eval)
             # A stopped epoch's loss is the mean over the batches it ran.
-            per = pos["batch"] if stopped else steps_per_epoch
-            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": metrics}
-            if val_items:
-                with precision.autocast():
-                    val_preds, _ = evaluate(model, val_items, pad_id, eval_bs, device)
-                record["validation_metrics"] = compute_metrics(val_labels, val_preds, task.primary_metric,
-                                                               task.num_labels, task.extra_metrics)
+            per = pos["batch"] if stopped else run.steps_per_epoch
+            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": evaluation.metrics}
+            if run.val_items:
+                record["validation_metrics"] = evaluate(run, run.val_items, run.task.validation).metrics
             pos["epoch_records"].append(record)
             loss_sum.zero_()
             pos.update(epoch=epoch + 1, batch=0)
-            if select_best:
-                value = record["validation_metrics"][task.primary_metric]
-                # Strictly better only: on a tie the earlier epoch stays selected.
-                if pos["best"] is None or value > pos["best"]["value"]:
-                    pos["best"] = {"epoch": epoch + 1, "value": value, "preds": preds.tolist(), "scores": scores.tolist()}
-                elif patience and epoch + 1 - pos["best"]["epoch"] >= patience:
-                    break  # early stopping: `patience` epochs without a new best
-            if stopped:
+            if _select(run, pos, record, evaluation, epoch) or stopped:
                 break
     finally:
-        masker.detach()
+        run.masker.detach()
         kernels.__exit__(None, None, None)
+    return _result(run, pos, evaluation, step, resumed, time.perf_counter() - t_start)
 
-    env = capture_env(device)
-    env.update(determinism=determinism, precision=precision.name, tf32=tf32, labels=list(task.label_names),
-               truncation={"train": truncation(tokenizer, task.train, train_items, training["max_length"]),
-                           "eval": truncation(tokenizer, task.eval, eval_items, training["max_length"])})
-    if device.type == "cuda":
+
+def _result(run: Run, pos: dict, last: Evaluation, step: int, resumed: dict | None, wall_s: float) -> RunResult:
+    """The selected epoch's evaluation (the last, or the best on validation) as the run's result."""
+    env = capture_env(run.device)
+    max_length = run.training["max_length"]
+    env.update(determinism=run.determinism, precision=run.precision.name, tf32=run.tf32,
+               **run.task_type.run_env(run.task, run.loaded))
+    cut = {"train": run.task_type.truncation(run.loaded.tokenizer, run.task.train, max_length),
+           "eval": run.task_type.truncation(run.loaded.tokenizer, run.task.eval, max_length)}
+    if cut["train"] is not None:
+        env["truncation"] = cut
+    if run.device.type == "cuda":
         env["attention_kernels"] = list(PINNED_ATTENTION_KERNELS)
-    t_train = pos["t_train"]
-    selected = pos["epoch_records"][-1]["epoch"]
+    select_best = run.training.get("select", "last") == "best"
+    selected, chosen = pos["epoch_records"][-1]["epoch"], last
     if select_best:
-        selected, preds, scores = pos["best"]["epoch"], pos["best"]["preds"], pos["best"]["scores"]
+        best = pos["best"]
+        selected = best["epoch"]
+        chosen = Evaluation(metrics={}, predictions=best["predictions"], generations=best.get("generations", []))
+    bs, t_train = run.training["batch_size"], pos["t_train"]
     return RunResult(
-        run_id=spec.run_id,
-        primary_metric=task.primary_metric,
+        run_id=run.spec.run_id,
+        primary_metric=run.task.primary_metric,
         final_metrics=pos["epoch_records"][selected - 1]["metrics"],
         epochs=pos["epoch_records"],
-        predictions=[[i, int(y), int(p), float(s)] for i, y, p, s in zip(eval_ids, labels, preds, scores, strict=True)],
-        wall_time_s=time.perf_counter() - t_start,
+        predictions=chosen.predictions,
+        generations=chosen.generations,
+        references=last.references if last else [],
+        wall_time_s=wall_s,
         train_time_s=t_train,
-        train_examples_per_s=min(step * bs, len(train_items) * epochs) / max(t_train, 1e-9),
-        realised_mask_rate=masker.realised_rate,
+        train_examples_per_s=min(step * bs, len(run.train_items) * run.training["epochs"]) / max(t_train, 1e-9),
+        realised_mask_rate=run.masker.realised_rate,
         fingerprints={
-            "data": task.fingerprint,
-            "data_order": fingerprint(task.fingerprint, *orders),
-            "head_init": loaded.head_fingerprint,
+            "data": run.task.fingerprint,
+            "data_order": fingerprint(run.task.fingerprint, *run.orders),
+            "head_init": run.loaded.head_fingerprint,
         },
-        masker_stats=masker.stats(),
-        masker_state=masker.state(),
+        masker_stats=run.masker.stats(),
+        masker_state=run.masker.state(),
         env=env,
         resumed_from_step=resumed["position"]["step"] if resumed else None,
         checkpoint_time_s=pos["checkpoint_s"],

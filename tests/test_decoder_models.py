@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+import study.models as models
+import study.tasktypes.classification as classification
 import study.train as train
 from study.models import ADDED_MASK_TOKEN
 from study.protocol import TaskConfig, parse_protocol
@@ -155,7 +157,7 @@ def specs(source, maskers, **model) -> dict:
 
 def observe(spec) -> Observed:
     obs = Observed()
-    real_load, real_collate, real_inputs = train.load_model, train.collate, train.model_inputs
+    real_load, real_collate, real_inputs = models.load_model, classification.collate, classification.model_inputs
 
     def load_model(cfg, num_labels, init_seed, *task_type):
         from transformers import AutoConfig
@@ -175,9 +177,9 @@ def observe(spec) -> Observed:
         return inputs
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "load_model", load_model)
-        mp.setattr(train, "collate", collate)
-        mp.setattr(train, "model_inputs", model_inputs)
+        mp.setattr(models, "load_model", load_model)
+        mp.setattr(classification, "collate", collate)
+        mp.setattr(classification, "model_inputs", model_inputs)
         try:
             obs.result = train.run_one(spec)
         except Exception as exc:  # noqa: BLE001  (asserted on by the tests that expect it)
@@ -345,12 +347,12 @@ def test_padding_does_not_move_the_pooled_position(runs, variant):
     """The trained model scores an eval tweet the same alone and right-padded in a batch."""
     obs = runs[variant, "none"]
     model, tok = obs.loaded.model, obs.loaded.tokenizer
-    items = train.encode(tok, load_task(TaskConfig(**TASK)).eval, 64)  # untruncated: lengths differ
+    items = classification.encode(tok, load_task(TaskConfig(**TASK)).eval, 64)  # untruncated: lengths differ
     assert len({len(it["input_ids"]) for it in items}) > 1  # the batch really is padded
     model.eval()
     with torch.no_grad():
-        batched = model(**train.model_inputs(train.collate(items, tok.pad_token_id, torch.device("cpu")))).logits
-        alone = torch.cat([model(**train.model_inputs(train.collate([it], tok.pad_token_id, torch.device("cpu"))))
+        batched = model(**classification.model_inputs(classification.collate(items, tok.pad_token_id, torch.device("cpu")))).logits
+        alone = torch.cat([model(**classification.model_inputs(classification.collate([it], tok.pad_token_id, torch.device("cpu"))))
                            .logits for it in items])
     torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
 
@@ -394,7 +396,7 @@ def test_llama_tokenizer_class_gives_word_ids(checkpoints):
 
     tok = LlamaTokenizer.from_pretrained(checkpoints["llama-unk"])  # tokenizer_config of a Llama-2 checkpoint
     tok.pad_token = tok.eos_token
-    items = train.encode(tok, load_task(TaskConfig(**TASK)).train[:4], MAX_LEN)
+    items = classification.encode(tok, load_task(TaskConfig(**TASK)).train[:4], MAX_LEN)
     # transformers' LlamaTokenizer (Metaspace, split=False) reports a whole text as one word;
     # encode() falls back to whitespace words, so whole-word masking still masks words.
     assert all(len({w for w in it["_word_ids"] if w >= 0}) > 1 for it in items)
@@ -428,7 +430,7 @@ def test_token_classification_on_decoder_backbones(checkpoints, variant, tmp_pat
             "analysis": {"baseline": "none"}}
     specs = expand(parse_protocol(data))
     results = [train.run_one(s) for s in specs]
-    loaded = train.load_model(specs[0].model, 3, 0, "token-classification")
+    loaded = models.load_model(specs[0].model, 3, 0, "token-classification")
     assert type(loaded.model).__name__.endswith("ForTokenClassification")
     lid = load_task(TaskConfig(**specs[0].task))
     items = encode_words(loaded.tokenizer, lid.eval, MAX_LEN)

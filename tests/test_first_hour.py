@@ -289,7 +289,7 @@ def test_truncation_counts_what_max_length_cuts_against_an_untruncated_tokenizat
     from study.protocol import TaskConfig
     from study.tasks import load_task
     from study.tasks.base import Example
-    from study.train import encode
+    from study.tasktypes.classification import encode
     from study.truncation import truncation
 
     tok = AutoTokenizer.from_pretrained(resolve_source("builtin:minilm-l6"))

@@ -207,7 +207,7 @@ def tiny_task():
     from study.models import load_model
     from study.protocol import TaskConfig
     from study.tasks import load_task
-    from study.train import collate, encode
+    from study.tasktypes.classification import collate, encode
 
     task = load_task(TaskConfig(name="t", dataset="tweets-sentiment", max_train_examples=16, max_eval_examples=2))
     loaded = load_model({"source": "builtin:minilm-l6", "num_hidden_layers": 1}, task.num_labels, 0)

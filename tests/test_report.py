@@ -11,7 +11,7 @@ import pytest
 from protocoltools import tiny_protocol_dict, write_protocol
 from pypdf import PdfReader
 
-from analysis.collapse import single_class_runs
+from analysis.collapse import collapsed_runs
 from analysis.synthetic import synthetic_study
 from study.protocol import load_protocol
 from study.report import write_report
@@ -109,7 +109,7 @@ def test_report_has_every_section_and_flags_problems(tmp_path):
                     "7. What a single run", "8. Audit", "Appendix: every run"):
         assert heading in text, heading
     assert "9 done, 1 failed" in text
-    assert "1 of 9 runs predicted a single class" in text
+    assert "1 of 9 runs collapsed (1 single class" in text
     assert "saliency hook saw no gradient" in text  # the failed run's error
     assert "great (4)" in text and "the (4)" in text  # Typhoon's salient types over 4 runs
     assert f"page {len(reader.pages)}" in text
@@ -125,11 +125,20 @@ def test_uninformative_comparisons_need_every_run_collapsed():
     assert uninformative_comparisons(comps, runs, collapsed) == ["t/m: b vs a"]
 
 
-def test_single_class_runs():
-    preds = pd.DataFrame({"task": "t", "model": "m", "masker": ["a"] * 3 + ["b"] * 3, "seed": 0,
-                          "prediction": [1, 1, 1, 0, 1, 0]})
-    out = single_class_runs(preds)
-    assert out.masker.tolist() == ["a"] and out.predicted_class.tolist() == [1]
+def test_collapsed_runs_name_each_criterion():
+    """One definition (analysis.collapse): a single class, or an accuracy within 2 binomial SE of the
+    majority class's; the criteria are columns. Labels 0,1,0,1,0,1 (majority 0.5, SE bound 0.908):
+    'a' predicts one class; 'b' scores 4/6 = 0.667, within noise; 'c' is right on all 6."""
+    labels = [0, 1] * 3
+    preds = pd.DataFrame({"task": "t", "model": "m", "masker": ["a"] * 6 + ["b"] * 6 + ["c"] * 6, "seed": 0,
+                          "label": labels * 3, "prediction": [1] * 6 + [0, 1, 0, 1, 1, 0] + labels})
+    out = collapsed_runs(preds).set_index("masker")
+    assert out.loc["a", "single_class"] and out.loc["a", "predicted_class"] == 1
+    assert not out.loc["b", "single_class"] and out.loc["b", "near_majority"] and out.loc["b", "collapsed"]
+    assert not out.loc["c", "collapsed"] and out.loc["c", "accuracy"] == 1.0
+    gens = pd.DataFrame({"run_id": ["x"] * 2 + ["y"] * 2, "generation": ["same", "same", "one", "two"]})
+    flags = collapsed_runs(generations=gens).set_index("run_id")
+    assert flags.loc["x", "single_output"] and flags.loc["x", "collapsed"] and not flags.loc["y", "collapsed"]
 
 
 def study_cli(*args) -> subprocess.CompletedProcess:
@@ -169,7 +178,7 @@ def test_analyze_prints_and_writes_the_same_caveats(tmp_path):
     out = study_cli("analyze", p.source, "--out", tmp_path / "tables")
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "tables" / "summary.txt").read_text()
-    assert "1 of 9 runs predicted a single class" in summary
+    assert "1 of 9 runs collapsed (1 single class" in summary
     assert "pairing: 4 of 5 seed pairs audited ok" in summary  # seed 4 lacks its typhoon run
     assert "The multibootstrap does not confirm 1 of 1" in summary
     assert "warning: " in summary and "seed" in summary  # the seed the failed run left unpaired

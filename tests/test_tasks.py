@@ -74,12 +74,18 @@ def count_rows(dataset: str, path: Path) -> int:
 
 
 def test_specs_are_consistent():
+    from study.tasktypes import get_task_type
+
     assert "tweets-sentiment" in DATASETS
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         assert spec.name == name
-        assert spec.primary_metric in METRICS
-        assert spec.num_labels == len(spec.label_names) >= 2
+        task_type = get_task_type(spec.task_type)
+        assert spec.primary_metric in task_type.metrics
+        if task_type.collapse == "classes":
+            assert spec.primary_metric in METRICS and spec.num_labels == len(spec.label_names) >= 2
+        else:  # generation: no classes
+            assert spec.num_labels == len(spec.label_names) == 0
         assert spec.data_dir in ("required", "optional", "none")
         assert spec.description and "\n" not in spec.description
         assert bool(spec.files) == spec.accepts_data_dir

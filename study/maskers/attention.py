@@ -54,7 +54,7 @@ def _base_function(base: str, module):
 def _make_router(base: str):
     def routed_attention(module, query, key, value, attention_mask, **kwargs):
         if _RECORDER is not None:
-            _RECORDER.append(module)
+            _RECORDER.append((module, query.shape[-2], key.shape[-2]))
         hook = getattr(module, HOOK_ATTR, None)
         if hook is not None and module.training:
             attention_mask = hook.attention_mask(module, query, key, attention_mask, kwargs)
@@ -75,34 +75,61 @@ def _register(base: str) -> str:
     return name
 
 
+def _configs(model) -> list:
+    """The model's config and every sub-model's own copy (T5's stacks, an EncoderDecoderModel's
+    encoder and decoder each read their own ``_attn_implementation``)."""
+    seen: dict = {}
+    for m in (model, *model.modules()):
+        config = getattr(m, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            seen.setdefault(id(config), config)
+    return list(seen.values())
+
+
 def route_attention(model) -> str:
     """Point the model at the routing wrapper; returns the original implementation name."""
-    config = model.config
-    current = config._attn_implementation or "eager"
+    current = model.config._attn_implementation or "eager"
     if current.startswith(ROUTED_PREFIX):
         return current[len(ROUTED_PREFIX):]
     if current not in ("sdpa", "eager"):
         raise ValueError(f"attention-level maskers need sdpa or eager attention (a dense additive mask); "
                          f"this model uses {current!r}. Load it with attn_implementation='sdpa'.")
-    config._attn_implementation = _register(current)
+    routed = _register(current)
+    for config in _configs(model):
+        config._attn_implementation = routed
     return current
 
 
 def unroute(model, original: str) -> None:
-    if (model.config._attn_implementation or "").startswith(ROUTED_PREFIX):
-        model.config._attn_implementation = original
+    for config in _configs(model):
+        if (config._attn_implementation or "").startswith(ROUTED_PREFIX):
+            config._attn_implementation = original
+
+
+PROBE_SOURCE, PROBE_TARGET = 3, 2  # probe lengths: an encoder-decoder's stacks are told apart by them
 
 
 def _probe_inputs(model) -> dict:
     device = next(model.parameters()).device
     pad = getattr(model.config, "pad_token_id", None)
     token = 1 if pad != 1 else 2
-    ids = torch.full((1, 3), token, dtype=torch.long, device=device)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    ids = torch.full((1, PROBE_SOURCE), token, dtype=torch.long, device=device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if getattr(model.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = torch.full((1, PROBE_TARGET), token, dtype=torch.long, device=device)
+    return inputs
 
 
 def attention_modules(model) -> list[torch.nn.Module]:
-    """The modules that call the attention function, in call (layer) order, found by one probe pass."""
+    """The self-attention modules, in call (layer) order, found by one probe pass: of an
+    encoder-decoder, the encoder's then the decoder's — never the cross-attention, which attends
+    from the target to the source (query and key lengths differ in the probe)."""
+    return [m for m, role in attention_roles(model).items() if role != "cross"]
+
+
+def attention_roles(model) -> dict:
+    """Every module that calls the attention function → ``"self"`` (an encoder or a decoder-only
+    model), ``"decoder"`` (an encoder-decoder's decoder self-attention) or ``"cross"``, in call order."""
     global _RECORDER
     original = route_attention(model)
     was_training = model.training
@@ -116,11 +143,15 @@ def attention_modules(model) -> list[torch.nn.Module]:
         _RECORDER = None
         model.train(was_training)
         unroute(model, original)
-    unique = list(dict.fromkeys(seen))  # a module called twice (shared layers) counts once
-    if not unique:
+    roles: dict = {}
+    for module, q, k in seen:  # a module called twice (shared layers) counts once
+        role = "cross" if q != k else "decoder" if q == PROBE_TARGET and "decoder_input_ids" in _probe_inputs(model) \
+            else "self"
+        roles.setdefault(module, role)
+    if not roles:
         raise RuntimeError(f"{type(model).__name__} never called the attention registry; "
                            "attention-level maskers support transformers models that do")
-    return unique
+    return roles
 
 
 def get_attention_dropout(module) -> float:
@@ -128,6 +159,8 @@ def get_attention_dropout(module) -> float:
         return float(module.attention_dropout)
     if isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
         return float(module.dropout.p)
+    if isinstance(getattr(module, "dropout", None), float):  # BART, T5: the probability itself
+        return module.dropout
     raise RuntimeError(f"{type(module).__name__}: no attention dropout attribute "
                        "(expected `attention_dropout` or a `dropout` nn.Dropout)")
 
@@ -137,6 +170,8 @@ def set_attention_dropout(module, p: float) -> None:
         module.attention_dropout = p
     elif isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
         module.dropout.p = p
+    elif isinstance(getattr(module, "dropout", None), float):
+        module.dropout = p
     else:
         get_attention_dropout(module)  # raises the explanatory error
 

@@ -28,7 +28,7 @@ MAX_REDRAWS = 1000
 
 def output_projection(model, attn_module) -> torch.nn.Linear:
     """The linear layer that reads the concatenated head outputs of ``attn_module``."""
-    for name in ("o_proj", "out_proj", "out_lin", "dense"):
+    for name in ("o_proj", "out_proj", "out_lin", "dense", "o"):  # o: T5
         layer = getattr(attn_module, name, None)
         if isinstance(layer, torch.nn.Linear):
             return layer

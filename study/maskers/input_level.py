@@ -26,6 +26,7 @@ class RandomTokenMasker(Masker):
 
         - {name: random-0.15, kind: random-token, rate: 0.15}
         - {name: random-warm, kind: random-token, rate: 0.15, schedule: linear-warmup, warmup: 0.1}
+        - {name: random-tgt, kind: random-token, rate: 0.1, side: both}   # seq2seq: source and decoder input
     """
 
     Params = RandomTokenParams
@@ -35,12 +36,31 @@ class RandomTokenMasker(Masker):
         return self.params.rate_at(step, self.total_steps)
 
     def apply(self, batch: dict, step: int) -> dict:
-        ids, attn = batch["input_ids"], batch["attention_mask"]
-        eligible = eligible_positions(ids, attn, self.context.special_ids)
+        side = self.params.side or "source"
+        if side != "source" and "decoder_input_ids" not in batch:
+            raise ValueError(f"random-token side: {side} masks a decoder input, which only seq2seq batches have")
+        if side in ("source", "both"):
+            ids, attn = batch["input_ids"], batch["attention_mask"]
+            eligible = eligible_positions(ids, attn, self.context.special_ids)
+            draws = torch.rand(ids.shape, generator=self.generator, device=self.generator.device)
+            chosen = eligible & (draws.to(ids.device) < self.rate_at(step))
+            self.record_tensors(chosen, eligible)
+            batch = replace_tokens(batch, chosen, self.context.replacement_id)
+        if side in ("target", "both"):
+            batch = self._mask_target(batch, step)
+        return batch
+
+    def _mask_target(self, batch: dict, step: int) -> dict:
+        """Mask decoder inputs that are target tokens (not the start token, pads or specials); the
+        labels — what the decoder must predict — stay as they are."""
+        ids = batch["decoder_input_ids"]
+        real = torch.zeros_like(ids, dtype=torch.bool)
+        real[:, 1:] = batch["labels"][:, :-1] != -100  # decoder input j is target token j - 1
+        eligible = eligible_positions(ids, real, self.context.special_ids)
         draws = torch.rand(ids.shape, generator=self.generator, device=self.generator.device)
         chosen = eligible & (draws.to(ids.device) < self.rate_at(step))
         self.record_tensors(chosen, eligible)
-        return replace_tokens(batch, chosen, self.context.replacement_id)
+        return {**batch, "decoder_input_ids": ids.masked_fill(chosen, self.context.replacement_id)}
 
 
 def replace_tokens(batch: dict, chosen: torch.Tensor, replacement_id: int | None) -> dict:

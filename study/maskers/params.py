@@ -18,7 +18,11 @@ from study.maskers.schedules import ScheduledRate
 
 @dataclass(frozen=True)
 class RandomTokenParams(ScheduledRate):
-    """``rate`` = probability that an eligible token is masked, plus an optional schedule."""
+    """``rate`` = probability that an eligible token is masked, plus an optional schedule.
+    ``side`` (seq2seq tasks): mask the encoder input (``source``, the default when unset), the
+    decoder input (``target``) or ``both``."""
+
+    side: Literal["source", "target", "both"] | None = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import torch
 from study.maskers import Masker, register
 from study.maskers.attention import (
     HOOK_ATTR,
-    attention_modules,
+    attention_roles,
     get_attention_dropout,
     route_attention,
     set_attention_dropout,
@@ -139,7 +139,9 @@ class TLMMasker(Masker):
 
     def setup(self, model, tokenizer, train_batches, total_steps):
         super().setup(model, tokenizer, train_batches, total_steps)
-        self.modules = attention_modules(model)
+        roles = attention_roles(model)
+        self.modules = [m for m, role in roles.items() if role != "cross"]  # never the cross-attention
+        self.decoder_modules = {m for m, role in roles.items() if role == "decoder"}
 
     def attach(self, model) -> None:
         if not hasattr(self, "modules"):
@@ -151,7 +153,7 @@ class TLMMasker(Masker):
             setattr(m, HOOK_ATTR, self)
             if self.params.attention_dropout is not None:
                 set_attention_dropout(m, self.params.attention_dropout)
-        self._padding = None
+        self._padding = self._decoder_padding = None
 
     def detach(self) -> None:
         if getattr(self, "model", None) is None:  # not attached
@@ -165,6 +167,8 @@ class TLMMasker(Masker):
 
     def apply(self, batch: dict, step: int) -> dict:
         self._padding = batch["attention_mask"].bool()  # the 2-D mask the reference builds d from
+        # an encoder-decoder's decoder: a position is real where it predicts a target token
+        self._decoder_padding = batch["labels"] != -100 if "decoder_input_ids" in batch else None
         return batch
 
     def draw(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,9 +192,10 @@ class TLMMasker(Masker):
         b, t = query.shape[0], query.shape[2]
         if key.shape[2] != t:  # cached decoding is never training; leave it alone
             return attention_mask
-        real = self._padding
+        real = self._decoder_padding if module in getattr(self, "decoder_modules", ()) else self._padding
         if real is None or real.shape != (b, t):
             real = torch.ones((b, t), dtype=torch.bool, device=query.device)
         causal = kwargs.get("is_causal")
         causal = getattr(module, "is_causal", self.context.is_decoder) if causal is None else causal
+        causal = causal or module in getattr(self, "decoder_modules", ())  # a decoder stays causal
         return self.build(real.to(query.device), bool(causal), kwargs.get("sliding_window"), query.dtype)

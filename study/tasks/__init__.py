@@ -13,7 +13,9 @@ Datasets (the registry ``DATASETS``; primary metric in brackets):
 - ``lince-spaeng`` [macro_f1] — needs ``data_dir``; sentence-level code-switching derived
   from LinCE LID, see :mod:`study.tasks.lince`;
 - ``lince-lid`` [weighted_f1, macro_f1 recorded] — needs ``data_dir``; token classification
-  (``task_type: token-classification``): lang1 / lang2 / other per word, see :mod:`study.tasks.lince`.
+  (``task_type: token-classification``): lang1 / lang2 / other per word, see :mod:`study.tasks.lince`;
+- ``e2e`` [bleu], ``jfleg`` [gleu] — need ``data_dir``; generation (``task_type: seq2seq``), several
+  references per source, see :mod:`study.tasks.generation`.
 
 A run's data is the full split, then (when ``max_*_examples`` is smaller) a stratified
 subsample drawn with ``numpy.random.default_rng(data_seed)`` and returned in the split's
@@ -31,7 +33,7 @@ import functools
 from pathlib import Path
 
 from study.registry import Registry
-from study.tasks import files, glue, lince, tweets, uci
+from study.tasks import files, generation, glue, lince, tweets, uci
 from study.tasks.base import (
     DataFile,
     DatasetSpec,
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 DATASETS = Registry("dataset")  # name → DatasetSpec
-for _spec_ in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec(), lince.lid_spec()):
+for _spec_ in (tweets.spec(), *glue.specs(), uci.spec(), lince.spec(), lince.lid_spec(), *generation.specs()):
     DATASETS.register(_spec_.name, _spec_)
 
 

@@ -29,6 +29,8 @@ class Example:
     label: int  # the class; for a token task the sentence's most frequent tag (its stratum)
     words: tuple[str, ...] | None = None  # token tasks: the words (text_a is them joined by spaces) ...
     tags: tuple[int, ...] | None = None  # ... and one label id per word
+    # generation tasks (seq2seq): text_a is the source, these its references (one or more); label 0
+    references: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,10 +210,28 @@ def fingerprint(train: Iterable[Example], eval_: Iterable[Example], validation: 
     for split, examples in (("train", train), ("eval", eval_), ("validation", validation)):
         for ex in examples:
             row = [split, ex.id, ex.label, ex.text_a, ex.text_b]
-            line = json.dumps(row if ex.tags is None else [*row, list(ex.tags)], ensure_ascii=False)
+            if ex.tags is not None:
+                row.append(list(ex.tags))
+            if ex.references is not None:
+                row.append(list(ex.references))
+            line = json.dumps(row, ensure_ascii=False)
             h.update(line.encode("utf-8"))
             h.update(b"\n")
     return h.hexdigest()
+
+
+def generation_example(example_id: str, source: str, references) -> Example:
+    """A seq2seq Example: the source and all its references (label 0: one stratum)."""
+    return Example(example_id, source, None, 0, references=tuple(references))
+
+
+def group_references(pairs) -> list[tuple[str, list[str]]]:
+    """(source, reference) rows → one (source, [references...]) per distinct source, in order of first
+    appearance (E2E's layout: one row per reference, the source repeated)."""
+    grouped: dict[str, list[str]] = {}
+    for source, reference in pairs:
+        grouped.setdefault(source, []).extend(reference if isinstance(reference, list) else [reference])
+    return list(grouped.items())
 
 
 def label_counts(examples: Iterable[Example], num_labels: int) -> list[int]:

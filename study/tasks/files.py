@@ -46,6 +46,8 @@ from study.tasks.base import (
     TaskData,
     TaskDataError,
     fingerprint,
+    generation_example,
+    group_references,
     number,
     stratified_subsample,
     token_example,
@@ -53,16 +55,13 @@ from study.tasks.base import (
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
 FILE_KEYS = ("train_file", "eval_file", "validation_file", "eval_split", "text_fields", "label_field", "metric",
-             "format")
+             "format", "source_field", "target_field")
 SPLIT_FILES = (("train_file", "train"), ("eval_file", "eval"), ("validation_file", "validation"))  # key, id prefix
-DEFAULT_METRIC = "macro_f1"  # sequence classification: robust to imbalance, defined for any K
-TOKEN_TASK = "token-classification"
-TOKEN_METRICS = ("weighted_f1", "macro_f1")  # token tasks: the first is the default, both recorded (as lince-lid)
 CONLL_FIELDS = (("tokens",), "tags")  # what read_rows names a CoNLL sentence's words and tags
-LIST_FORMATS = ("jsonl", "json", "parquet")  # the other formats that can hold a list per field
 # Column pairs of well-known sentence-pair datasets: naming only one of them is a mistake.
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"),
                 ("question", "sentence"), ("text_a", "text_b"), ("sentence_a", "sentence_b"))
+FORMAT_HOLDS = {"csv": "holds one label per text,", "tsv": "holds one label per text,"}
 _MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "None"}
 
 
@@ -93,8 +92,15 @@ def file_format(cfg, key: str) -> str:
     return suffix
 
 
+def task_type_of(cfg):
+    from study.tasktypes import get_task_type
+
+    return get_task_type(cfg.task_type)
+
+
 def is_token_task(cfg) -> bool:
-    return cfg.task_type == TOKEN_TASK
+    """Rows hold a list of words and a list of tags."""
+    return task_type_of(cfg).file_rows == "words-tags"
 
 
 def _file_keys(cfg) -> list[str]:
@@ -123,6 +129,13 @@ def check_config(cfg) -> None:
         key = _file_keys(cfg)[0]
         raise FieldError(key, "a hub dataset takes no files",
                          "use `dataset: file` for local files, or eval_split to pick a hub split")
+    if task_type_of(cfg).file_rows == "source-target":
+        _check_generation_fields(cfg)
+        return
+    for key in ("source_field", "target_field"):
+        if getattr(cfg, key):
+            raise FieldError(key, f"only applies to generation tasks (`task_type: seq2seq`), not {cfg.task_type}",
+                             f"remove {key}, or set `task_type: seq2seq`")
     all_conll = cfg.dataset == "file" and all(file_format(cfg, k) == "conll" for k in _file_keys(cfg))
     if all_conll:  # CoNLL has no columns: its fields are fixed
         if cfg.text_fields not in (None, CONLL_FIELDS[0], list(CONLL_FIELDS[0])):
@@ -144,19 +157,54 @@ def check_config(cfg) -> None:
                          "supported", "list one or two columns")
 
 
+def _check_generation_fields(cfg) -> None:
+    for key in ("source_field", "target_field"):
+        if not getattr(cfg, key):
+            raise FieldError(key, "required for a seq2seq task read from files or the hub",
+                             f"name the column: `{key}: {'mr' if key == 'source_field' else 'ref'}`")
+    if cfg.text_fields:
+        raise FieldError("text_fields", "a seq2seq task reads source_field and target_field", "remove text_fields")
+    if cfg.label_field != "label":
+        raise FieldError("label_field", "a seq2seq task reads source_field and target_field", "remove label_field")
+
+
+def _generation_examples(split: _Split, cfg) -> tuple[Example, ...]:
+    """Rows → one Example per distinct source with all its references (a list-valued target, or rows
+    repeating the source). FieldError for a missing column, an empty source or reference."""
+    columns = list(split.rows[0])
+    for key in ("source_field", "target_field"):
+        if getattr(cfg, key) not in columns:
+            raise FieldError(key, f"{split.where}: no column {getattr(cfg, key)!r} "
+                             f"(columns: {', '.join(map(str, columns))})", "name one of those columns")
+    pairs = []
+    for i, row in enumerate(split.rows):
+        source, target = row.get(cfg.source_field), row.get(cfg.target_field)
+        if _is_missing(source) or not str(source).strip():
+            raise FieldError("source_field", f"{split.where}: row {i + 1} has an empty {cfg.source_field!r} source",
+                             "fill it or drop the row")
+        refs = _as_list(target)
+        refs = [target] if refs is None else refs
+        if not refs or any(_is_missing(r) or not str(r).strip() for r in refs):
+            raise FieldError("target_field", f"{split.where}: row {i + 1} has an empty {cfg.target_field!r} reference",
+                             "give every source at least one non-empty reference, or drop the row")
+        pairs.append((str(source).strip(), [str(r).strip() for r in refs]))
+    return tuple(generation_example(f"{split.name}-{i}", src, refs)
+                 for i, (src, refs) in enumerate(group_references(pairs)))
+
+
 def _check_formats(cfg) -> None:
     """A file's format must suit the task type: CoNLL is token-level, CSV/TSV sequence-level."""
     for key in _file_keys(cfg):
         fmt = file_format(cfg, key)
         where = getattr(cfg, key)
-        if fmt == "conll" and not is_token_task(cfg):
+        allowed = task_type_of(cfg).file_formats
+        if fmt == "conll" and fmt not in allowed:
             raise FieldError("format", f"{where}: CoNLL holds one tag per token, not one label per text",
                              "set `task_type: token-classification` for token-level data, or give one label per "
                              "text (csv, tsv, jsonl, json, parquet)")
-        if is_token_task(cfg) and fmt not in ("conll", *LIST_FORMATS):
-            raise FieldError("format", f"{where}: {fmt} holds one label per text, but task_type is {TOKEN_TASK}",
-                             "use .conll files (`token<TAB>tag` lines), or .jsonl/.json/.parquet rows with a list "
-                             "of words (text_fields) and a list of tags (label_field)")
+        if fmt not in allowed:
+            raise FieldError("format", f"{where}: {fmt} {FORMAT_HOLDS.get(fmt, 'is not read')} but task_type is "
+                             f"{cfg.task_type}", task_type_of(cfg).file_hint)
 
 
 def _is_missing(v) -> bool:
@@ -410,6 +458,11 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Example, ...]], tuple[str, ...]]:
     the label names (index = id). FieldError on bad data."""
     check_config(cfg)
     splits = _splits(cfg)
+    if task_type_of(cfg).file_rows == "source-target":
+        for split in splits:
+            if not split.rows:
+                raise FieldError(split.key, f"{split.where}: the split is empty", "give it at least one example")
+        return {split.name: _generation_examples(split, cfg) for split in splits}, ()
     for split in splits:
         _check_columns(split, cfg)
     token = is_token_task(cfg)
@@ -441,17 +494,19 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Example, ...]], tuple[str, ...]]:
 
 
 def primary_metric(cfg) -> str:
-    return cfg.metric or (TOKEN_METRICS[0] if is_token_task(cfg) else DEFAULT_METRIC)
+    return cfg.metric or task_type_of(cfg).default_metric
 
 
 def extra_metrics(cfg) -> tuple[str, ...]:
-    """Token tasks record both F1s (as lince-lid does); sequence tasks only the primary and accuracy."""
-    return tuple(m for m in TOKEN_METRICS if m != primary_metric(cfg)) if is_token_task(cfg) else ()
+    """What the task type records beside the primary metric (token tasks: both F1s, as lince-lid)."""
+    return tuple(m for m in task_type_of(cfg).recorded_metrics if m != primary_metric(cfg))
 
 
 def check_data(cfg) -> None:
     """What ``study validate`` checks: the keys, and every row of local data (files, or an hf: folder)."""
     check_config(cfg)
+    if not is_custom(cfg.dataset):
+        return  # a built-in dataset: check_data_dir checks its folder
     if cfg.dataset == "file" or Path(hub_name(cfg.dataset)[0]).expanduser().is_dir():
         _, names = load_splits(cfg)
         check_metric(primary_metric(cfg), len(names))
@@ -498,7 +553,8 @@ def _cached(cfg) -> TaskData:
 def load_task(cfg) -> TaskData:
     """TaskData for a TaskConfig of a ``file`` or ``hf:`` dataset, parsed once per process."""
     # A spec read back from JSON carries text_fields as a list; the cache key needs a tuple.
-    return _cached(dataclasses.replace(cfg, text_fields=tuple(cfg.text_fields or ()) or None))
+    # generation settings do not change the data (and arrive as a dict, which the cache cannot hash)
+    return _cached(dataclasses.replace(cfg, text_fields=tuple(cfg.text_fields or ()) or None, generation=None))
 
 
 def clear_cache() -> None:

@@ -12,7 +12,7 @@ from study.maskers.base import MaskerContext
 from study.models import choose_replacement
 from study.registry import masker_class
 from study.tasks.base import Example
-from study.train import collate, encode, model_inputs
+from study.tasktypes.classification import collate, encode, model_inputs
 
 WORDS = ("the movie was great fun but far too long and the ending felt rushed although "
          "acting music and photography were superb overall i would watch it again with friends").split()

@@ -33,7 +33,7 @@ from study.maskers.tlm import (
     tlm_allowed,
     tlm_allowed_rowwise,
 )
-from study.train import model_inputs
+from study.tasktypes.classification import model_inputs
 
 ARCHS = ["bert", "qwen2", "llama"]
 ALL_KINDS = {

@@ -25,7 +25,7 @@ from study.maskers.schedules import ScheduledRate, schedule_rate
 from study.maskers.whole_word import word_keys
 from study.models import choose_replacement
 from study.protocol import parse_protocol
-from study.train import class_weights, model_inputs, training_loss
+from study.tasktypes.classification import class_weights, model_inputs, training_loss
 
 SCHEDULES = [
     {"schedule": "constant"},

@@ -17,7 +17,7 @@ from maskertools import (
 )
 
 from study.maskers.typhoon import batch_estimates, calibrate, ema_update, propensity, token_saliency
-from study.train import model_inputs
+from study.tasktypes.classification import model_inputs
 
 
 def test_saliency_equals_gradient_wrt_one_hot_input():
