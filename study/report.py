@@ -225,7 +225,7 @@ def reference_levels(runs: pd.DataFrame, preds: pd.DataFrame, labels: dict) -> d
     out = {}
     for (task, model), cell in runs.groupby(["task", "model"], sort=False):
         y = preds[preds["run_id"] == cell["run_id"].iloc[0]].sort_values("example_id")["label"].to_numpy()
-        if len(y):
+        if len(y) and pd.notna(y).all():  # class labels (a generation task's rows carry none)
             k = max(len(labels.get(task, [])), int(y.max()) + 1)
             out[(task, model)] = levels(str(cell["metric"].iloc[0]), y, k)
     return out

@@ -151,7 +151,7 @@ def check_maskers(protocol, stream=None) -> None:
             print(f"{protocol.source}: task {task}: primary metric {named[task]}; labels {c['labels']}", file=stream)
     for c in cuts:
         what = (f"not measured ({c['error']})" if "error" in c else
-                f"train {describe(c['train'])}; eval {describe(c['eval'])}")
+                f"train {describe(c.get('train'))}; eval {describe(c.get('eval'))}")
         print(f"{protocol.source}: max_length {protocol.training.max_length} cuts, {c['truncation']}: {what}",
               file=stream)
 
