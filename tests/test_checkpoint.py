@@ -156,6 +156,7 @@ def killable(tmp_path):
     return path, p, expand(p)[1], tmp_path / "runs" / "k.work" / "checkpoints"
 
 
+@pytest.mark.slow  # the default suite kills the driver (next test); tests/chaos kills workers at random
 def test_killed_worker_resumes_from_its_checkpoint(killable, tmp_path):
     path, p, spec, ckpt_dir = killable
     driver = _study(path, tmp_path)

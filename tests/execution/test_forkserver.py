@@ -29,7 +29,8 @@ def _predictions(store):
                         "ORDER BY run_id, example_id")
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+# two threads a run: slow (the default suite keeps the one-thread case, bit for bit)
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_forked_and_spawned_workers_compute_the_same_runs(tmp_path, threads):
     """One thread per run: bit for bit. Two (as the demo; the server must still be single-threaded,
     OpenBLAS!): the same predictions, scores to 1e-6 — torch's two-thread CPU kernels are not
