@@ -128,7 +128,10 @@ def test_make_demo_ends_with_the_command_to_use_next_and_the_quick_start_says_to
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    dry = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # Under `make test` this make is a sub-make, which would print "Entering/Leaving directory"
+    # lines around the recipe: --no-print-directory keeps only the recipe.
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "demo"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
     lines = [ln for ln in dry.splitlines() if ln.strip()]
     assert "study report protocols/demo.yaml" in lines[-3]
     assert lines[-1].startswith("echo") and "source .venv/bin/activate && study status protocols/demo.yaml" in lines[-1]
