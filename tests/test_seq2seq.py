@@ -178,7 +178,10 @@ def test_more_bad_input_exits_2(data, tmp_path):
     check(protocol(data, {"name": "m", "source": "builtin:minilm-l6"}), "models[0].source",
           "not an encoder-decoder")
     check(protocol(data, warm, maskers=[{"name": "none", "kind": "none"}, {"name": "t", "kind": "typhoon", "rate": 0.1}]),
-          "maskers[1].kind", "cannot act on a seq2seq model")
+          "maskers[1].kind", "classification loss")
+    check(protocol(data, warm, maskers=[{"name": "none", "kind": "none"},
+                                        {"name": "w", "kind": "whole-word", "rate": 0.1, "side": "target"}]),
+          "maskers[1].side", "encoder input (source) only")
     classify = protocol(data, {"name": "m", "source": "builtin:minilm-l6"})
     classify["tasks"] = [{"name": "tw", "dataset": "tweets-sentiment", "metric": "bleu"}]
     check(classify, "tasks[0].metric", "scores generated text")

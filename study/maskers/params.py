@@ -27,7 +27,20 @@ class RandomTokenParams(ScheduledRate):
 
 @dataclass(frozen=True)
 class WholeWordParams(ScheduledRate):
-    """``rate`` = probability that a word is masked, plus an optional schedule."""
+    """``rate`` = probability that a word is masked, plus an optional schedule. ``side`` is accepted
+    only as ``source`` (the default): words come from the fast tokenizer's word ids of the encoder
+    input, which a seq2seq model's decoder input does not carry."""
+
+    side: str | None = None  # "source" only (checked below, with the reason)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.side == "source":  # the default, stored as None so run_ids match an omitted side
+            object.__setattr__(self, "side", None)
+        if self.side is not None:
+            raise ParamError("side", f"whole-word masking acts on the encoder input (source) only, not {self.side!r}: "
+                             "the decoder input carries no word ids",
+                             "remove side, or use kind: random-token with side: target or both")
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,15 @@ class Seq2Seq(TaskType):
     masker_kinds = ("none", "random-token", "whole-word", "tlm", "attention-dropout", "drophead")
 
     has_target_side = True
+    refusals = {"typhoon": "its saliency is the gradient of a classification loss with respect to the input "
+                           "embeddings, and its budget calibration is defined for one encoder input"}
 
     def check_masker(self, kind, params=None):
         from study.maskers import MASKERS
 
         if kind in MASKERS and kind not in self.masker_kinds and not isinstance(MASKERS.get(kind).target, type):
-            return ("kind", f"masker kind {kind!r} cannot act on a seq2seq model yet (it acts in the attention or needs "
-                    "a classification loss; only the source side is supported)",
+            why = self.refusals.get(kind, "it has no seq2seq implementation")
+            return ("kind", f"masker kind {kind!r} cannot act on a seq2seq model: {why}",
                     f"use one of {', '.join(self.masker_kinds)} for seq2seq tasks, or a plugin kind")
         return super().check_masker(kind, params)
 
