@@ -126,11 +126,15 @@ NEW_PAGE_BELOW = 0.36 * (PAGE_H - 2 * MARGIN)
 
 def flowables(doc: d.Document) -> list:
     out = []
+    after_heading = False
     for block in doc.blocks:
         if isinstance(block, d.Heading):
             out.append(Paragraph(_markup(block.text), STYLES[HEADING_STYLES[block.level]]))
         elif isinstance(block, d.Paragraph):
-            out.append(Paragraph(_markup(block.text), STYLES[block.style]))
+            style = STYLES[block.style]
+            if after_heading:  # a section's lead-in stays with its table or figure, as its heading does
+                style = ParagraphStyle(f"{style.name}-lead", parent=style, keepWithNext=1)
+            out.append(Paragraph(_markup(block.text), style))
         elif isinstance(block, d.Table):
             out.append(table(block))
         elif isinstance(block, d.Figure):
@@ -141,6 +145,7 @@ def flowables(doc: d.Document) -> list:
             out.append(Spacer(1, 0.25 * cm))
         else:
             raise TypeError(f"no PDF rendering for {type(block).__name__}")
+        after_heading = isinstance(block, d.Heading) or (after_heading and isinstance(block, d.Paragraph))
     return out
 
 
