@@ -337,3 +337,19 @@ def test_generated_file_system_situations_through_the_real_cli(command, situatio
         out = study_cli(command, protocol, *extra, cwd=folder, timeout=300)
         check_refusal(out.returncode, out.stdout + out.stderr, protocol, expected)
         assert snapshot(folder) == before
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`study plan PROTOCOL | head -1`: the reader goes away before the command has printed all;
+    it stops with exit 0 and no traceback (the read end is closed before it writes anything)."""
+    import subprocess
+    import sys
+
+    path = write_protocol(tmp_path, tiny_protocol_dict(store=str(tmp_path / "s.sqlite")))
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "plan", "--calibrate", "never", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
