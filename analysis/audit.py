@@ -10,11 +10,14 @@ both; a pair whose fingerprints differ is never silently paired:
   comparison's ``warning`` text says so.
 
 A pair where either side lacks a fingerprint (an old store, or a runs frame without the
-columns) cannot be audited; it is kept and counted as ``unaudited``.
+columns) cannot be audited; it is kept and counted as ``unaudited``. Runs on CUDA also record
+the attention kernels they were pinned to (``env.attention_kernels``); a pair whose kernels
+differ is a ``mismatch`` as well.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,9 +52,30 @@ def audit_pairing(
     return _audit(runs, pairs)
 
 
+def attention_kernel_column(runs: pd.DataFrame) -> pd.Series | None:
+    """Each run's pinned CUDA attention kernels (``env.attention_kernels``, e.g. "efficient,math"),
+    None for a run without them (CPU runs, older stores); None when the frame has no ``env``."""
+    if "env" not in runs.columns:
+        return None
+
+    def kernels(env) -> str | None:
+        if not isinstance(env, str):
+            return None
+        try:
+            found = json.loads(env).get("attention_kernels")
+        except (ValueError, AttributeError):
+            return None
+        return ",".join(map(str, found)) if found else None
+
+    return runs["env"].map(kernels)
+
+
 def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     fps = [c for c in FINGERPRINT_COLUMNS if c in runs.columns]
-    keep = ["task", "model", "seed", "value", *fps]
+    kernels = attention_kernel_column(runs)
+    if kernels is not None:  # a pair that ran different attention kernels computed different functions
+        runs = runs.assign(attention_kernels=kernels)
+    keep = ["task", "model", "seed", "value", *fps, *(["attention_kernels"] if kernels is not None else [])]
     cells = runs[["task", "model"]].drop_duplicates().reset_index(drop=True)
     cells["_cell"] = np.arange(len(cells))
     parts = []
@@ -80,6 +104,10 @@ def _audit(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
         neq = have & (vt.astype(str) != vb.astype(str)).to_numpy() & both_sides
         for i in np.flatnonzero(neq):
             differ[i].append(f"{c} {str(vt.iloc[i])[:12]}≠{str(vb.iloc[i])[:12]}")
+    if kernels is not None:  # compared where both runs recorded them (CUDA runs); never "unaudited"
+        vt, vb = m["attention_kernels_t"], m["attention_kernels_b"]
+        for i in np.flatnonzero((vt.notna() & vb.notna() & (vt != vb)).to_numpy() & both_sides):
+            differ[i].append(f"attention kernels {vt.iloc[i]}≠{vb.iloc[i]}")
     unaudited = both_sides & (missing if fps else np.ones(len(m), dtype=bool))
     status[unaudited] = "unaudited"
     gone = [c for c in FINGERPRINT_COLUMNS if c not in fps]

@@ -67,6 +67,22 @@ def test_missing_fingerprints_are_unaudited_not_refused():
     assert "unaudited" not in plain.warning.iloc[0]
 
 
+def test_different_cuda_attention_kernels_are_a_mismatch():
+    """env.attention_kernels (CUDA runs) must agree within a pair; CPU runs (none recorded) pass."""
+    import json
+
+    runs = with_fps(make_runs({"a": [0.01, 0.02, 0.0]}))
+    runs["env"] = [json.dumps({"attention_kernels": ["efficient", "math"]}) for _ in runs.seed]
+    runs.loc[runs.seed == 2, "env"] = json.dumps({"torch": "2.13"})  # a run without the record
+    assert set(audit_pairing(runs).status) == {"ok"}
+    runs.loc[(runs.masker == "a") & (runs.seed == 0), "env"] = json.dumps({"attention_kernels": ["flash"]})
+    audit = audit_pairing(runs).set_index("seed")
+    assert audit.loc[0, "status"] == "mismatch" and "attention kernels flash≠efficient,math" in audit.loc[0, "detail"]
+    assert audit.loc[1, "status"] == "ok" and audit.loc[2, "status"] == "ok"
+    with pytest.raises(PairingError, match="attention kernels"):
+        compare(runs)
+
+
 def test_disagreement_hand_computed():
     t = np.array([0.80, 0.82, 0.79, 0.81])
     b = np.array([0.79, 0.83, 0.78, 0.80])
