@@ -11,6 +11,12 @@ approximate randomization) needs. Torch-free; sacrebleu and rouge-score are impo
 Every corpus score is in **points, 0-100** (BLEU and chrF on sacrebleu's own scale; ROUGE-L,
 GLEU and exact match x100), so a difference of 1.0 is one BLEU point.
 
+``lowercase=True`` (``tasks[].lowercase``) compares lower-cased text, as sacrebleu's
+``BLEU(lowercase=True)`` / ``CHRF(lowercase=True)`` do — which lower-case hypothesis and
+references before tokenising, exactly what ``example_stats`` does here for every metric — and
+says so in the signature (``case:lc``). The corpus score from the statistics is the same
+function either way.
+
 | metric | per-example statistics (``example_stats``) | corpus score |
 |---|---|---|
 | ``bleu`` | sacrebleu's: ``[hyp_len, ref_len, match_1..4, total_1..4]``; ``ref_len`` is the reference length closest to the hypothesis (the shorter on a tie), the n-gram matches are clipped by the maximum count over references | BLEU of the summed statistics (13a, mixed case, exp smoothing) |
@@ -73,7 +79,8 @@ class TextMetric:
         """The corpus score (points) of summed statistics ``sums`` (..., k) over ``n`` examples."""
         raise NotImplementedError
 
-    def signature(self, n_refs=None) -> str:
+    def signature(self, n_refs=None, lowercase: bool = False) -> str:
+        """The reproducibility signature; ``lowercase``: the text was lower-cased (``case:lc``)."""
         raise NotImplementedError
 
     # Non-additive metrics (GLEU) override the two scoring routes below.
@@ -98,10 +105,10 @@ class TextMetric:
         return self.from_sums(sel @ first + (1.0 - sel) @ second, first.shape[0])
 
 
-def _sacrebleu_metric(kind: str):
+def _sacrebleu_metric(kind: str, lowercase: bool = False):
     from sacrebleu.metrics import BLEU, CHRF
 
-    return BLEU() if kind == "bleu" else CHRF()
+    return BLEU(lowercase=lowercase) if kind == "bleu" else CHRF(lowercase=lowercase)
 
 
 @functools.cache
@@ -109,8 +116,8 @@ def _cached_sacrebleu(kind: str):
     return _sacrebleu_metric(kind)
 
 
-def _sacrebleu_signature(kind: str, n_refs) -> str:
-    metric = _sacrebleu_metric(kind)
+def _sacrebleu_signature(kind: str, n_refs, lowercase: bool = False) -> str:
+    metric = _sacrebleu_metric(kind, lowercase)
     metric.num_refs = n_refs  # None leaves nrefs out; -1 prints "var", as sacrebleu does
     return str(metric.get_signature())
 
@@ -143,8 +150,8 @@ class Bleu(TextMetric):
         ok = np.any(correct > 0, axis=-1) & np.all(total > 0, axis=-1)
         return np.where(ok, score, 0.0)
 
-    def signature(self, n_refs=None):
-        return _sacrebleu_signature("bleu", n_refs)
+    def signature(self, n_refs=None, lowercase=False):
+        return _sacrebleu_signature("bleu", n_refs, lowercase)
 
 
 @TEXT_METRICS.register("chrf")
@@ -173,8 +180,8 @@ class Chrf(TextMetric):
             score = (1 + factor) * avg_prec * avg_rec / (factor * avg_prec + avg_rec)
         return np.where(avg_prec + avg_rec > 0, 100 * score, 0.0)
 
-    def signature(self, n_refs=None):
-        return _sacrebleu_signature("chrf", n_refs)
+    def signature(self, n_refs=None, lowercase=False):
+        return _sacrebleu_signature("chrf", n_refs, lowercase)
 
 
 @functools.cache
@@ -206,7 +213,8 @@ class RougeL(TextMetric):
     def from_sums(self, sums, n):
         return 100.0 * np.asarray(sums, dtype=float)[..., 0] / n
 
-    def signature(self, n_refs=None):
+    def signature(self, n_refs=None, lowercase=False):
+        # rouge-score's tokenizer lower-cases whatever it is given: lowercase changes nothing
         refs = "" if n_refs is None else f"nrefs:{'var' if n_refs == -1 else n_refs}|"
         return (f"{refs}type:rougeL|stem:yes|multiref:max-f|score:100*mean-f|"
                 f"rouge-score:{_version('rouge-score')}")
@@ -225,9 +233,9 @@ class ExactMatch(TextMetric):
     def from_sums(self, sums, n):
         return 100.0 * np.asarray(sums, dtype=float)[..., 0] / n
 
-    def signature(self, n_refs=None):
+    def signature(self, n_refs=None, lowercase=False):
         refs = "" if n_refs is None else f"nrefs:{'var' if n_refs == -1 else n_refs}|"
-        return f"{refs}type:exact_match|strip:yes|case:mixed|multiref:any|score:100*mean"
+        return f"{refs}type:exact_match|strip:yes|case:{'lc' if lowercase else 'mixed'}|multiref:any|score:100*mean"
 
 
 def _ngram_counts(tokens: list[str], n: int) -> Counter:
@@ -365,9 +373,10 @@ class Gleu(TextMetric):
             out.append(100.0 * _gleu_from_sums(sums).mean(axis=1))
         return np.concatenate(out)
 
-    def signature(self, n_refs=None):
+    def signature(self, n_refs=None, lowercase=False):
         refs = "" if n_refs is None else f"nrefs:{'var' if n_refs == -1 else n_refs}|"
-        return (f"{refs}type:gleu|version:napoles2016|n:{GLEU_ORDER}|iter:{GLEU_ITERATIONS}|"
+        case = "case:lc|" if lowercase else ""  # the JFLEG scorer compares the text as given
+        return (f"{refs}type:gleu|{case}version:napoles2016|n:{GLEU_ORDER}|iter:{GLEU_ITERATIONS}|"
                 "draws:python-seed-101j|tok:split|score:100*mean-over-iterations")
 
 
@@ -384,14 +393,18 @@ def is_text_metric(metric) -> bool:
 
 
 def example_stats(metric: str, hypothesis: str, references: Sequence[str],
-                  source: str | None = None) -> list[float]:
-    """Per-example sufficient statistics of ``metric`` (see the module's table)."""
+                  source: str | None = None, lowercase: bool = False) -> list[float]:
+    """Per-example sufficient statistics of ``metric`` (see the module's table); ``lowercase``:
+    of the lower-cased texts (sacrebleu's ``lowercase=True``)."""
     m = get_text_metric(metric)
     if not isinstance(hypothesis, str):
         raise TypeError(f"{metric}: the hypothesis must be a string, got {type(hypothesis).__name__}")
     refs = [references] if isinstance(references, str) else list(references)
     if not refs or not all(isinstance(r, str) for r in refs):
         raise ValueError(f"{metric}: references must be a non-empty list of strings, got {references!r}")
+    if lowercase:
+        hypothesis, refs = hypothesis.lower(), [r.lower() for r in refs]
+        source = None if source is None else source.lower()
     return m.example_stats(hypothesis, refs, source)
 
 
@@ -455,10 +468,12 @@ def resampled_scores(metric: str, stats_by_run: Sequence, draws) -> np.ndarray:
     return m.scores(stacked, np.atleast_2d(np.asarray(draws, dtype=np.int64)))
 
 
-def signature(metric: str, n_refs: int | str | None = None) -> str:
+def signature(metric: str, n_refs: int | str | None = None, lowercase: bool = False) -> str:
     """The metric's reproducibility signature (sacrebleu's own for bleu and chrf). ``n_refs``:
-    references per example (-1: a variable number), left out when None."""
-    return get_text_metric(metric).signature(n_refs)
+    references per example (-1: a variable number), left out when None; ``lowercase``: the
+    statistics are of lower-cased text (``case:lc``)."""
+    m = get_text_metric(metric)
+    return m.signature(n_refs, lowercase=True) if lowercase else m.signature(n_refs)
 
 
 # --- paired tests of one system against another (sacrebleu's --paired-bs / --paired-ar) --

@@ -70,7 +70,7 @@ def generation_levels(protocol: Protocol, runs) -> dict:
         if not get_task_type(t.task_type).generates or t.name not in set(runs["task"]):
             continue
         task = load_task(t)
-        levels = reference_levels(task.primary_metric, task.train, task.eval)
+        levels = reference_levels(task.primary_metric, task.train, task.eval, task.lowercase)
         out[t.name] = (levels["most frequent target"], levels["copy source"])
     return out
 

@@ -65,6 +65,9 @@ class TaskConfig:
     validation_fraction: float | None = None
     # seq2seq: how evaluation generates (study.tasktypes.seq2seq); part of the run_id when given
     generation: GenerationConfig | None = None
+    # seq2seq: the metrics compare lower-cased text (sacrebleu's lowercase=True; signature case:lc),
+    # e.g. for an uncased model's generations against cased references; part of the run_id when set
+    lowercase: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ class TrainingConfig:
     # on the validation split (tasks[].validation_fraction or validation_file) by the primary metric
     select: Literal["last", "best"] = "last"
     early_stopping_patience: int | None = None  # with select: best, stop after this many epochs without a new best
+    # which epochs evaluate the eval split: all (the metrics table's per-epoch curve) or only the last
+    # (the run's result; the other epochs record their training loss). Evaluation never changes
+    # training, so the result is the same; "last" saves a seq2seq run its per-epoch generation,
+    # which can cost as much as an epoch of training. select: best needs all.
+    eval_epochs: Literal["all", "last"] = "all"
 
 
 @dataclass(frozen=True)
@@ -612,6 +620,9 @@ def _check_semantics(conv: _Converter, p: Protocol) -> None:
         conv.fail("training.warmup_ratio", f"must be in [0, 1], got {t.warmup_ratio}")
     if t.weight_decay < 0:
         conv.fail("training.weight_decay", f"must be non-negative, got {t.weight_decay}")
+    if t.eval_epochs == "last" and t.select == "best":
+        conv.fail("training.eval_epochs", "select: best reports the eval split at the best epoch, so every epoch "
+                  "evaluates it", "remove eval_epochs, or use `select: last`")
     if t.early_stopping_patience is not None:
         if t.select != "best":
             conv.fail("training.early_stopping_patience", "needs `select: best` (it stops on the validation metric)",

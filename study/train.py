@@ -258,10 +258,14 @@ def run_one(spec: RunSpec, on_step=None, *, max_steps: int | None = None,
                     stopped = True
                     break
             pos["t_train"] += time.perf_counter() - t0
-            evaluation = evaluate(run, run.eval_items, run.task.eval)
+            # eval_epochs: last evaluates the eval split once, after the last epoch (or a stopped one)
+            scored = stopped or epoch + 1 == epochs or run.training.get("eval_epochs", "all") == "all"
+            if scored:
+                evaluation = evaluate(run, run.eval_items, run.task.eval)
             # A stopped epoch's loss is the mean over the batches it ran.
             per = pos["batch"] if stopped else run.steps_per_epoch
-            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / per, "metrics": evaluation.metrics}
+            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / per,
+                      "metrics": evaluation.metrics if scored else {}}
             if run.val_items:
                 record["validation_metrics"] = evaluate(run, run.val_items, run.task.validation).metrics
             pos["epoch_records"].append(record)

@@ -106,6 +106,54 @@ def test_generation_settings_enter_the_run_id_only_when_given(data):
     assert "generation" not in plain.hashed_content()["task"]
 
 
+def test_lowercase_scores_the_uncased_model_as_sacrebleus_lowercase_option(data, tmp_path):
+    """tasks[].lowercase: the warm-started (uncased) MiniLM's lower-case generations against
+    references in capitals. The stored BLEU equals sacrebleu's ``BLEU(lowercase=True)`` on the
+    run's generations and references to 1e-9, the cased score of the same generations is lower,
+    the signature says case:lc, and the option enters the run_id only when set."""
+    model = {"name": "minilm-ed", "source": "builtin:minilm-l6", "decoder": "builtin:minilm-l6",
+             "num_hidden_layers": 1}
+    shout = {"train_file": str(write_csv(tmp_path / "train.csv", [(m, r.upper()) for m, r in mr_rows(16)])),
+             "eval_file": str(write_csv(tmp_path / "eval.csv", [(m, r.upper()) for m, r in mr_rows(6, offset=100)]))}
+    plain = expand(parse_protocol(protocol(data, model, **shout)))[0]
+    spec = expand(parse_protocol(protocol(data, model, lowercase=True, **shout)))[0]
+    assert spec.run_id != plain.run_id and "lowercase" not in plain.hashed_content()["task"]
+    from study.train import run_one
+
+    r = run_one(spec)
+    gen = [text for _, text, _ in r.generations]
+    refs = {}
+    for example_id, k, text in r.references:
+        refs.setdefault(example_id, {})[k] = text
+    streams = [[refs[i][k] for i, _, _ in r.generations] for k in range(2)]
+    lowered = sacrebleu.BLEU(lowercase=True).corpus_score(gen, streams).score
+    assert 100 * r.final_metrics["bleu"] == pytest.approx(lowered, abs=1e-9)
+    assert lowered > sacrebleu.corpus_bleu(gen, streams).score + 1  # the references' capitals count as misses
+    assert r.env["metric_signature"].startswith("nrefs:2|case:lc|eff:no|tok:13a")
+    task = load_task(parse_protocol(protocol(data, model, lowercase=True, **shout)).tasks[0])
+    copied = reference_levels("bleu", task.train, task.eval, lowercase=True)["copy source"]
+    assert 100 * copied == pytest.approx(sacrebleu.BLEU(lowercase=True).corpus_score(
+        [e.text_a for e in task.eval], [[e.references[k] for e in task.eval] for k in range(2)]).score, abs=1e-9)
+
+
+def test_eval_epochs_last_generates_once_with_the_same_result(data, tiny_models):
+    """training.eval_epochs: last — the eval split is scored after the last epoch only; evaluation
+    never changes training, so the result (metrics, generations, losses) is that of a run scoring
+    every epoch."""
+    from study.train import run_one
+
+    runs = {}
+    for when in ("all", "last"):
+        p = protocol(data, {"name": "t5", "source": str(tiny_models["t5"])}, generation={"max_new_tokens": 6})
+        p["training"].update(epochs=2, eval_epochs=when)
+        runs[when] = run_one(expand(parse_protocol(p))[0])
+    every, last = runs["all"], runs["last"]
+    assert every.run_id != last.run_id
+    assert last.epochs[0]["metrics"] == {} and every.epochs[0]["metrics"]
+    assert last.final_metrics == every.final_metrics and last.generations == every.generations
+    assert [e["train_loss"] for e in last.epochs] == [e["train_loss"] for e in every.epochs]
+
+
 def test_minilm_encoder_decoder_study_through_the_cli_matches_sacrebleu(data, tmp_path):
     """validate → run → analyze → report → export of a tiny study with the warm-started 2-layer
     MiniLM encoder-decoder; the stored BLEU equals sacrebleu's corpus_bleu on the exported
@@ -185,6 +233,11 @@ def test_more_bad_input_exits_2(data, tmp_path):
     classify = protocol(data, {"name": "m", "source": "builtin:minilm-l6"})
     classify["tasks"] = [{"name": "tw", "dataset": "tweets-sentiment", "metric": "bleu"}]
     check(classify, "tasks[0].metric", "scores generated text")
+    classify["tasks"] = [{"name": "tw", "dataset": "tweets-sentiment", "lowercase": True}]
+    check(classify, "tasks[0].lowercase", "no generated text")
+    best_last = protocol(data, warm, validation_fraction=0.25)
+    best_last["training"].update(select="best", eval_epochs="last")
+    check(best_last, "training.eval_epochs", "select: best")
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "e2e" / "devset.csv").is_file(), reason="needs ../shared/data/e2e")

@@ -163,12 +163,14 @@ def _cached_task(
 
 def load_task(cfg) -> TaskData:
     """TaskData for a TaskConfig-like ``cfg`` (dataset, data_dir, max_*_examples, data_seed,
-    validation_fraction)."""
+    validation_fraction, lowercase)."""
     if files.is_custom(cfg.dataset):
-        return _with_validation(files.load_task(cfg), getattr(cfg, "validation_fraction", None))
-    task = _builtin_task(cfg)
-    metric = getattr(cfg, "metric", None)
-    return dataclasses.replace(task, primary_metric=metric) if metric else task
+        task = _with_validation(files.load_task(cfg), getattr(cfg, "validation_fraction", None))
+    else:
+        task = _builtin_task(cfg)
+        metric = getattr(cfg, "metric", None)
+        task = dataclasses.replace(task, primary_metric=metric) if metric else task
+    return dataclasses.replace(task, lowercase=True) if getattr(cfg, "lowercase", False) else task
 
 
 def _with_validation(task: TaskData, fraction: float | None) -> TaskData:

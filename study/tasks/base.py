@@ -45,6 +45,7 @@ class TaskData:
     task_type: str = "sequence-classification"  # or "token-classification"
     validation: tuple[Example, ...] = ()  # carved from train (tasks[].validation_fraction); empty if none
     extra_metrics: tuple[str, ...] = ()  # recorded beside the primary metric and accuracy
+    lowercase: bool = False  # generation metrics compare lower-cased text (tasks[].lowercase)
 
 
 @dataclass(frozen=True)

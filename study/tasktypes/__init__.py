@@ -80,6 +80,8 @@ class TaskType:
         if getattr(task, "generation", None) is not None and not self.generates:
             return ("generation", f"a {self.name} task generates nothing", "remove generation, or set "
                     "`task_type: seq2seq`")
+        if getattr(task, "lowercase", False) and not self.generates:
+            return ("lowercase", f"a {self.name} task has no generated text to lower-case", "remove lowercase")
         if task.metric is not None and task.metric not in self.metrics:
             return ("metric", f"unknown metric {task.metric!r} for a {self.name} task."
                     f"{did_you_mean(str(task.metric), self.metrics)}", f"use one of {', '.join(self.metrics)}")

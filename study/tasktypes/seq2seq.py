@@ -180,12 +180,13 @@ class Seq2Seq(TaskType):
         settings = self.generation_settings(generation, task, loaded)
         texts = self.generate(model, firsts, loaded, batch_size, device, settings)
         metric = task.primary_metric
-        stats = [example_stats(metric, text, list(ex.references), ex.text_a)
+        lc = task.lowercase
+        stats = [example_stats(metric, text, list(ex.references), ex.text_a, lc)
                  for text, ex in zip(texts, examples, strict=True)]
         # metric units, as every analysis frame: the corpus score in points / 100 (BLEU 0.1893)
         metrics = {metric: metric_units(corpus_score(metric, stats))}
         for extra in task.extra_metrics:
-            metrics[extra] = metric_units(corpus_score(extra, [example_stats(extra, t, list(ex.references), ex.text_a)
+            metrics[extra] = metric_units(corpus_score(extra, [example_stats(extra, t, list(ex.references), ex.text_a, lc)
                                                                for t, ex in zip(texts, examples, strict=True)]))
         return Evaluation(
             metrics=metrics,
@@ -197,7 +198,8 @@ class Seq2Seq(TaskType):
 
         n_refs = {len(ex.references) for ex in task.eval}
         return {"labels": [], "metric_signature": signature(task.primary_metric,
-                                                            n_refs.pop() if len(n_refs) == 1 else -1),
+                                                            n_refs.pop() if len(n_refs) == 1 else -1,
+                                                            task.lowercase),
                 "decoder_start_token_id": loaded.decoder_start_token_id}
 
 
@@ -214,11 +216,11 @@ def longest_target(task, loaded) -> int:
     return max(len(target_ids(x, loaded.decoder_start_token_id)) for x in ids)
 
 
-def reference_levels(metric: str, train, eval_) -> dict[str, float]:
+def reference_levels(metric: str, train, eval_, lowercase: bool = False) -> dict[str, float]:
     """The two trivial systems the pilot reads a generation run against: every eval source copied as
     its output (``copy source``), and the most frequent training reference answered for every source
-    (``most frequent target``), each scored by ``metric`` against the eval references, in metric
-    units (points / 100)."""
+    (``most frequent target``), each scored by ``metric`` (on lower-cased text with ``lowercase``, as
+    the runs are) against the eval references, in metric units (points / 100)."""
     from analysis.generation import metric_units
     from analysis.textmetrics import corpus_score, example_stats
 
@@ -227,5 +229,5 @@ def reference_levels(metric: str, train, eval_) -> dict[str, float]:
     score = {}
     for name, output in (("copy source", lambda e: e.text_a), ("most frequent target", lambda e: frequent)):
         score[name] = metric_units(corpus_score(metric, [example_stats(metric, output(e), list(e.references),
-                                                                       e.text_a) for e in eval_]))
+                                                                       e.text_a, lowercase) for e in eval_]))
     return score

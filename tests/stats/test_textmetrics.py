@@ -72,6 +72,33 @@ def test_corpus_score_equals_sacrebleu(metric, seed):
         SACRE[metric](hyps, refs), abs=1e-9, rel=0)
 
 
+def recase(rng, text: str) -> str:
+    """The same words, each upper-cased, capitalised or left as it is at random."""
+    return " ".join(w.upper() if r < 0.2 else w.capitalize() if r < 0.5 else w
+                    for w, r in zip(text.split(), rng.random(len(text.split())), strict=True))
+
+
+LOWERCASED = {"bleu": sacrebleu.metrics.BLEU, "chrf": sacrebleu.metrics.CHRF}
+
+
+@pytest.mark.parametrize("metric", sorted(LOWERCASED))
+@pytest.mark.parametrize("seed", range(3))
+def test_lowercase_equals_sacrebleus_lowercase_option(metric, seed):
+    """tasks[].lowercase: the statistics of lower-cased text give sacrebleu's ``lowercase=True``
+    score to 1e-9 on a corpus whose hypotheses and references differ in case, where the cased
+    score is lower; the signature says case:lc, as sacrebleu's does."""
+    rng = np.random.default_rng(100 + seed)
+    hyps, refs, _ = corpus(seed, n=30, max_refs=3, same_refs=True)
+    hyps, refs = [recase(rng, h) for h in hyps], [[recase(rng, x) for x in r] for r in refs]
+    scorer = LOWERCASED[metric](lowercase=True)
+    expected = scorer.corpus_score(hyps, streams(refs)).score
+    stats = [tm.example_stats(metric, h, r, lowercase=True) for h, r in zip(hyps, refs, strict=True)]
+    assert tm.corpus_score(metric, stats) == pytest.approx(expected, abs=1e-9, rel=0)
+    assert tm.corpus_score(metric, stats_of(metric, hyps, refs)) < expected - 1  # cased: case differences are misses
+    assert tm.signature(metric, n_refs=3, lowercase=True) == str(scorer.get_signature())
+    assert "case:lc" in tm.signature(metric, 3, lowercase=True) and "case:mixed" in tm.signature(metric, 3)
+
+
 @pytest.mark.parametrize("metric", sorted(SACRE))
 def test_corpus_score_edge_cases_equal_sacrebleu(metric):
     cases = [
