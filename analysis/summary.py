@@ -119,7 +119,7 @@ def across_sentence(across: pd.DataFrame, bayes: pd.DataFrame,
         which = "; ".join(wide) if len(wide) <= 3 else f"{len(wide)} comparisons over 2–3 cells"
         parts.append(f"the pooled interval{'s' if many else ''} of {which} "
                      f"{'are' if many else 'is'} wider than every one of the pooled cells' own "
-                     "intervals and add nothing to the per-cell results (see the across table)")
+                     f"intervals and add{'' if many else 's'} nothing to the per-cell results (see the across table)")
     return "".join(f" {p[0].upper()}{p[1:]}." for p in parts)
 
 
