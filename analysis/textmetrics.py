@@ -70,7 +70,6 @@ class TextMetric:
     name = ""
     width: int | None = None  # numbers per example (None: GLEU's 1 + 10 per reference)
     additive = True  # the corpus score is a function of the summed statistics and the count
-    needs_source = False
 
     def example_stats(self, hypothesis: str, references: list[str], source: str | None) -> list[float]:
         raise NotImplementedError
@@ -283,7 +282,6 @@ class Gleu(TextMetric):
 
     name = "gleu"
     additive = False
-    needs_source = True
 
     def example_stats(self, hypothesis, references, source=None):
         if source is None:

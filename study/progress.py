@@ -38,7 +38,6 @@ class Progress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.log_every_s = log_every_s
         self.t0 = time.monotonic()
-        self.finished_here = 0
         self.prior_run_s = prior_run_s  # typical run time from earlier sessions: an ETA before the first finish
         self.slots = max(1, slots)
         self._last_draw = 0.0
@@ -114,7 +113,6 @@ class Progress:
         self.n_running = max(0, self.n_running - 1)
         self._ended(spec, counts=True)
         self.n_done += 1
-        self.finished_here += 1
         value = result.final_metrics.get(result.primary_metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
         self._emit(f"done   {spec.label}: {result.primary_metric}={shown} ({result.wall_time_s:.0f}s)")
@@ -124,7 +122,6 @@ class Progress:
         self._ended(spec, counts=False)  # a failure's time says nothing about a run's
         if final:
             self.n_failed += 1
-            self.finished_here += 1
         else:
             self.retries += 1
         self._emit(f"{'FAILED' if final else 'retry '} {spec.label}" + (f": {message}" if message else ""))

@@ -33,7 +33,6 @@ from typing import Literal
 from study.maskers.base import Masker, ParamError
 from study.maskers.kinds import MaskerKind
 
-ENV_FLAG = "MASKSTUDY_TEST_MASKERS"
 KIND = "test-fault"
 
 

@@ -22,7 +22,7 @@ and the pool falls back to starting every worker as a fresh interpreter
 (``execution.worker_start: spawn`` asks for that outright).
 
 Wire protocol (JSON lines; the driver writes the server's stdin, reads its stdout):
-  server → driver, once:   {"ready": true, "safe": bool, "reason": str, "warm_s": float}
+  server → driver, once:   {"ready": true, "safe": bool, "reason": str}
   driver → server:         {"id": n, "spec": path, "result": path, "log": path, "env": {...}, "name": str}
   server → driver:         {"id": n, "pid": pid}  or  {"id": n, "error": str}
   server → driver, later:  {"exited": pid, "code": returncode (negative: killed by that signal)}
@@ -95,7 +95,6 @@ class ForkServer:
         self.log_path = Path(folder) / "forkserver.log"
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
-        self.warm_s = 0.0
         self._lock = threading.Lock()
         self._exits: dict[int, int] = {}
         self._replies: dict[int, dict] = {}
@@ -126,7 +125,6 @@ class ForkServer:
         if not self._ready.get("safe"):
             self.close()
             raise ForkServerUnavailable(self._ready.get("reason", "unsafe to fork"))
-        self.warm_s = float(self._ready.get("warm_s", 0.0))
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -321,12 +319,11 @@ def _child(req: dict, server_pid: int) -> None:
 
 
 def serve(warm: dict) -> int:
-    t0 = time.perf_counter()
     notes = warm_up(warm)
     for note in notes:
         print(f"warm-up: {note}", file=sys.stderr, flush=True)
     reason = fork_safety()
-    _write({"ready": True, "safe": not reason, "reason": reason, "warm_s": time.perf_counter() - t0})
+    _write({"ready": True, "safe": not reason, "reason": reason})
     if reason:
         return 0
     gc.collect()

@@ -67,8 +67,6 @@ class TaskType:
     generates = False  # its model generates text (an encoder-decoder): the models must be able to
     # How the pilot and the analysis judge a run "collapsed" (analysis.collapse): "classes" or "generations"
     collapse = "classes"
-    # The pilot's reference levels, named (classification: majority class and uniform guessing)
-    reference_names = ("majority", "chance")
 
     # -- config layer ------------------------------------------------------------------------
     def check_task(self, task, training) -> tuple[str, str, str] | None:
@@ -147,8 +145,6 @@ _BUILTIN = {
 TASK_TYPES = Registry("task type")
 for _name, _target in _BUILTIN.items():
     TASK_TYPES.register(_name, _target)
-
-DEFAULT_TASK_TYPE = "sequence-classification"
 
 # The generation metrics (analysis.textmetrics registers them); named here for messages that must
 # not import it.

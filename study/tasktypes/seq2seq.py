@@ -43,7 +43,6 @@ class Seq2Seq(TaskType):
     uses_pooling = False
     generates = True
     collapse = "generations"
-    reference_names = ("most frequent target", "copy source")
 
     # Maskers that act on an encoder-decoder: the input-level ones rewrite the encoder input (the
     # source); tlm, attention-dropout and drophead act in the self-attention of both stacks (never the
