@@ -134,12 +134,46 @@ def _slopes(ax, groups, title: bool = True) -> None:
 
 
 def distribution_plot(runs: pd.DataFrame, ax=None):
-    """Score of every run per task × model × masker (dots) with the mean (bar)."""
+    """Score of every run per task × model × masker (dots) with the mean (bar).
+
+    On its own figure: one small panel per cell, DISTRIBUTION_PANELS_PER_ROW to a row, each
+    with its own y-axis (cells differ in level and metric; one shared axis squashed 12 cells
+    into a strip where no masker difference showed). On a given ``ax``: every cell on it."""
     runs = check_runs(runs)
     cells = ordered_groups(runs, ["task", "model"])
     maskers = list(pd.unique(runs["masker"]))
-    fig, ax = _axes(ax, (max(6.0, 0.5 * len(cells) * len(maskers) + 1.5), 4.2))
     colors = {m: f"C{i % 10}" for i, m in enumerate(maskers)}
+    if ax is not None:
+        _distribution_panel(ax, runs, cells, maskers, colors)
+        ax.set_title("Scores per masker")
+        ax.legend(fontsize=8, ncols=min(len(maskers), 4), loc="best")
+        return ax.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(len(cells), DISTRIBUTION_PANELS_PER_ROW))
+    nrows = max(1, -(-len(cells) // ncols))
+    width = max(6.0, ncols * max(2.4, 0.45 * len(maskers) + 0.8))
+    fig = Figure(figsize=(width, 2.5 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for a, cell in zip(axes, cells, strict=False):
+        _distribution_panel(a, runs, [cell], maskers, colors)
+        a.set_xticks([])
+        a.set_title(f"{cell[0]} / {cell[1]}", fontsize=8)
+    for a in axes[len(cells):]:
+        a.set_axis_off()
+    handles = [axes[0].plot([], [], "o", color=colors[m], label=m)[0] for m in maskers]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(maskers), 6),
+               fontsize=8, frameon=False)
+    fig.suptitle("Scores per masker (dots: seeds; bar: mean)", fontsize=10)
+    return fig
+
+
+DISTRIBUTION_PANELS_PER_ROW = 4
+
+
+def _distribution_panel(ax, runs, cells, maskers, colors):
     width = 0.8 / max(len(maskers), 1)
     for ci, (task, model) in enumerate(cells):
         cell = runs[(runs["task"] == task) & (runs["model"] == model)]
@@ -153,13 +187,11 @@ def distribution_plot(runs: pd.DataFrame, ax=None):
                     label=m if ci == 0 else None)
             ax.plot([x - 0.4 * width, x + 0.4 * width], [v.mean()] * 2, color=colors[m], lw=2)
     ax.set_xticks(range(len(cells)), [f"{t}\n{m}" for t, m in cells], fontsize=8)
-    metric = ""
-    if "metric" in runs and runs["metric"].nunique() == 1:
-        metric = f" ({runs['metric'].iloc[0]})"
-    ax.set_ylabel(f"score{metric}")
-    ax.set_title("Scores per masker")
-    ax.legend(fontsize=8, ncols=min(len(maskers), 4), loc="best")
-    return fig
+    metrics = runs.loc[runs["task"].isin([t for t, _ in cells]), "metric"] \
+        if "metric" in runs else pd.Series(dtype=str)
+    label = f"score ({metrics.iloc[0]})" if metrics.nunique() == 1 else "score"
+    ax.set_ylabel(label, fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
 
 
 def power_curve(table: pd.DataFrame, effects_points=None, alpha: float | None = None,

@@ -141,6 +141,24 @@ def test_figures_draw_on_given_axes_and_return_figure():
         assert draw(None) is not fig
 
 
+def test_distribution_plot_gives_each_cell_its_own_panel_and_axis():
+    """Its own figure: one titled panel per task × model (4 to a row), each y-axis scaled to
+    its cell, so a cell at 0.6 and one at 0.9 both show their masker spread."""
+    frames = []
+    for i, (task, level) in enumerate([("a", 0.6), ("b", 0.9), ("c", 0.75), ("d", 0.7),
+                                        ("e", 0.8)]):
+        r = make_runs({"tlm": [0.01, 0.02, 0.0]}, base_values=[level] * 3)
+        frames.append(r.assign(task=task, metric="accuracy" if i % 2 else "macro_f1"))
+    runs = pd.concat(frames, ignore_index=True)
+    fig = figures.distribution_plot(runs)
+    shown = [a for a in fig.axes if a.axison]
+    assert [a.get_title() for a in shown] == [f"{t} / {runs.model.iloc[0]}" for t in "abcde"]
+    assert len(fig.axes) == 8  # two rows of four; the three empty panels hidden
+    low, high = shown[0].get_ylim(), shown[1].get_ylim()
+    assert high[0] > low[1]  # not one shared axis
+    assert shown[0].get_ylabel() == "score (macro_f1)" and shown[1].get_ylabel() == "score (accuracy)"
+
+
 def test_write_analysis_survives_degenerate_study(tmp_path):
     """n = 1, n = 2, all-zero and constant differences in one study: files, not a crash."""
     runs = make_runs({"one": [0.01], "two": [0.01, 0.03], "zero": [0.0] * 4,
