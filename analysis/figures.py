@@ -153,8 +153,8 @@ def distribution_plot(runs: pd.DataFrame, ax=None):
 
     ncols = max(1, min(len(cells), DISTRIBUTION_PANELS_PER_ROW))
     nrows = max(1, -(-len(cells) // ncols))
-    width = max(6.0, ncols * max(2.4, 0.45 * len(maskers) + 0.8))
-    fig = Figure(figsize=(width, 2.5 * nrows + 0.6), layout="constrained")
+    width = max(6.0, ncols * max(1.9, 0.35 * len(maskers) + 0.6))
+    fig = Figure(figsize=(width, 2.1 * nrows + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for a, cell in zip(axes, cells, strict=False):
